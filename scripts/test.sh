@@ -10,12 +10,12 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -D warnings" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Doc tests first (nextest does not run them), so that the test runner's summary closes the output.
+echo "== doc tests" >&2
+cargo test --workspace --doc --locked
 echo "== tests" >&2
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-targets --locked --no-fail-fast
-  # nextest does not run doc tests.
-  cargo test --workspace --doc --locked
 else
   cargo test --workspace --all-targets --locked --no-fail-fast
-  cargo test --workspace --doc --locked
 fi

@@ -35,12 +35,19 @@ impl Hlc {
     /// A clock on the system wall clock; remote stamps more than `max_delta` ahead of it are
     /// refused by [`Hlc::observe`].
     pub fn system(max_delta: Duration) -> Self {
-        Hlc { inner: HLCBuilder::new().with_max_delta(max_delta).build() }
+        Hlc {
+            inner: HLCBuilder::new().with_max_delta(max_delta).build(),
+        }
     }
 
     /// A clock on a given physical clock (tests and clock-skew injection).
     pub fn with_physical_clock(clock: fn() -> NTP64, max_delta: Duration) -> Self {
-        Hlc { inner: HLCBuilder::new().with_clock(clock).with_max_delta(max_delta).build() }
+        Hlc {
+            inner: HLCBuilder::new()
+                .with_clock(clock)
+                .with_max_delta(max_delta)
+                .build(),
+        }
     }
 
     /// A new stamp, greater than every stamp issued or observed before.

@@ -89,7 +89,9 @@ pub enum StorageError {
     },
     /// A failed fsync (or write) poisoned the log; it refuses writes until restarted, because the
     /// kernel may have dropped the dirty pages that the failed call was meant to persist.
-    #[error("commit log is poisoned and refuses writes after a failed {operation}; restart the cell to recover from the last durable record")]
+    #[error(
+        "commit log is poisoned and refuses writes after a failed {operation}; restart the cell to recover from the last durable record"
+    )]
     Poisoned {
         /// The call that failed.
         operation: &'static str,
@@ -98,7 +100,9 @@ pub enum StorageError {
         cause: Arc<std::io::Error>,
     },
     /// A record in the middle of the log is corrupt.
-    #[error("corrupt record in segment {segment} at byte {offset_in_segment} (log position {position}): {source}; start with repair enabled to skip the damaged range")]
+    #[error(
+        "corrupt record in segment {segment} at byte {offset_in_segment} (log position {position}): {source}; start with repair enabled to skip the damaged range"
+    )]
     Corrupt {
         /// Segment file.
         segment: PathBuf,
@@ -114,7 +118,9 @@ pub enum StorageError {
     #[error("invalid record: {0}")]
     InvalidRecord(#[from] CodecError),
     /// A read asked for offsets below what retention kept.
-    #[error("offset {requested} of {topic}/{queue_id} was removed by retention; the earliest retained offset is {earliest}")]
+    #[error(
+        "offset {requested} of {topic}/{queue_id} was removed by retention; the earliest retained offset is {earliest}"
+    )]
     OutOfRange {
         /// Topic.
         topic: String,
@@ -166,8 +172,16 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    pub(crate) fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StorageError::Io { operation, path: path.into(), source }
+    pub(crate) fn io(
+        operation: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        StorageError::Io {
+            operation,
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn index(operation: &'static str) -> impl FnOnce(rocksdb::Error) -> Self {

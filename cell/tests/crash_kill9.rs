@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meridian_cell::storage::{Durability, Storage, StorageConfig};
 use meridian_cell::Hlc;
+use meridian_cell::storage::{Durability, Storage, StorageConfig};
 
 const ITERATIONS: u32 = 20;
 const APPENDERS: &str = "32";
@@ -19,7 +19,9 @@ const APPENDERS: &str = "32";
 const ACK_WAIT_LIMIT: Duration = Duration::from_secs(30);
 
 fn body_for(id: &str) -> Vec<u8> {
-    let seed = id.bytes().fold(0u8, |acc, byte| acc.wrapping_mul(31).wrapping_add(byte));
+    let seed = id
+        .bytes()
+        .fold(0u8, |acc, byte| acc.wrapping_mul(31).wrapping_add(byte));
     (0..1024u32).map(|i| seed.wrapping_add(i as u8)).collect()
 }
 
@@ -36,7 +38,11 @@ fn every_acknowledged_record_survives_kill_9() {
     let mut acked: HashMap<String, (u32, u64)> = HashMap::new();
     for iteration in 0..ITERATIONS {
         let mut child = Command::new(env!("CARGO_BIN_EXE_meridian-crash-appender"))
-            .args([dir.path().to_str().unwrap(), &format!("it{iteration}"), APPENDERS])
+            .args([
+                dir.path().to_str().unwrap(),
+                &format!("it{iteration}"),
+                APPENDERS,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -57,7 +63,10 @@ fn every_acknowledged_record_survives_kill_9() {
                 seen += 1;
             }
         }
-        assert_eq!(seen, target, "iteration {iteration}: child stopped acknowledging early");
+        assert_eq!(
+            seen, target,
+            "iteration {iteration}: child stopped acknowledging early"
+        );
         child.kill().unwrap(); // SIGKILL
         // Acknowledgements already in the pipe were acknowledged before the kill: count them too.
         for line in lines.map_while(Result::ok) {
@@ -84,19 +93,37 @@ fn verify(dir: &std::path::Path, acked: &HashMap<String, (u32, u64)>, iteration:
             .read_by_id(id)
             .unwrap()
             .unwrap_or_else(|| panic!("iteration {iteration}: acknowledged record {id} lost"));
-        assert_eq!((record.queue_id, record.queue_offset), (*queue, *offset), "{id}");
+        assert_eq!(
+            (record.queue_id, record.queue_offset),
+            (*queue, *offset),
+            "{id}"
+        );
         assert_eq!(record.body, body_for(id), "{id} body damaged");
     }
     // Every record in the log is whole and its queue offsets are dense.
     let mut total = 0;
     for queue in 0..8 {
-        let records = storage.read_queue("crash", queue, 0, 1_000_000, usize::MAX).unwrap();
+        let records = storage
+            .read_queue("crash", queue, 0, 1_000_000, usize::MAX)
+            .unwrap();
         for (offset, record) in records.iter().enumerate() {
             assert_eq!(record.queue_offset, offset as u64);
-            assert_eq!(record.body, body_for(&record.message_id), "partial or damaged record {}", record.message_id);
+            assert_eq!(
+                record.body,
+                body_for(&record.message_id),
+                "partial or damaged record {}",
+                record.message_id
+            );
         }
         total += records.len();
     }
-    assert!(total >= acked.len(), "iteration {iteration}: {total} records stored, {} acknowledged", acked.len());
-    assert_eq!(storage.read_log(0, 10_000_000, usize::MAX).unwrap().len(), total);
+    assert!(
+        total >= acked.len(),
+        "iteration {iteration}: {total} records stored, {} acknowledged",
+        acked.len()
+    );
+    assert_eq!(
+        storage.read_log(0, 10_000_000, usize::MAX).unwrap().len(),
+        total
+    );
 }

@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use meridian_cell::storage::{Durability, Storage, StorageConfig};
 use meridian_cell::Hlc;
+use meridian_cell::storage::{Durability, Storage, StorageConfig};
 
 /// Arguments of `meridian dev`.
 #[derive(Debug, clap::Args)]
@@ -28,7 +28,10 @@ pub(crate) struct DevArgs {
 }
 
 pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(serve(args))
 }
 
@@ -43,7 +46,12 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let report = storage.recovery_report();
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
-        .with_context(|| format!("binding the metrics endpoint {} (flag --metrics-addr)", args.metrics_addr))?;
+        .with_context(|| {
+            format!(
+                "binding the metrics endpoint {} (flag --metrics-addr)",
+                args.metrics_addr
+            )
+        })?;
     let metrics_addr = listener.local_addr().context("metrics address")?;
     let endpoints = serde_json::json!({
         "us-east": { "metrics": format!("http://{metrics_addr}/metrics"), "data_dir": cell_dir },
@@ -52,13 +60,23 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let endpoints_path = args.data_dir.join("endpoints.json");
     std::fs::write(&endpoints_path, serde_json::to_vec_pretty(&endpoints)?)
         .with_context(|| format!("writing {}", endpoints_path.display()))?;
-    println!("region us-east: cell storage at {} ({:?} durability)", cell_dir.display(), args.durability);
-    println!("  recovered in {} ms, re-indexed {} records", report.duration.as_millis(), report.reindexed_records);
+    println!(
+        "region us-east: cell storage at {} ({} durability)",
+        cell_dir.display(),
+        args.durability
+    );
+    println!(
+        "  recovered in {} ms, re-indexed {} records",
+        report.duration.as_millis(),
+        report.reindexed_records
+    );
     println!("  metrics: http://{metrics_addr}/metrics");
     println!("  endpoints written to {}", endpoints_path.display());
     println!("ready");
     let server = tokio::spawn(serve_metrics(listener, Arc::clone(&storage)));
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     println!("stopping");
     server.abort();
     storage.close().context("closing the cell storage")?;
@@ -72,7 +90,13 @@ async fn serve_metrics(listener: tokio::net::TcpListener, storage: Arc<Storage>)
         axum::routing::get(move || {
             let storage = Arc::clone(&storage);
             async move {
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], render_metrics(&storage))
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    render_metrics(&storage),
+                )
             }
         }),
     );
@@ -86,12 +110,30 @@ fn render_metrics(storage: &Storage) -> String {
     let (start, end) = storage.log_range();
     let mut out = String::new();
     for (name, help, value) in [
-        ("meridian_storage_appended_records_total", "Records appended to the commit log.", counters.appended_records.load(Ordering::Relaxed)),
-        ("meridian_storage_appended_bytes_total", "Bytes appended to the commit log.", counters.appended_bytes.load(Ordering::Relaxed)),
-        ("meridian_storage_fsync_total", "fsync calls on segment files.", counters.fsync_calls.load(Ordering::Relaxed)),
-        ("meridian_storage_write_calls_total", "write calls on segment files.", counters.write_calls.load(Ordering::Relaxed)),
+        (
+            "meridian_storage_appended_records_total",
+            "Records appended to the commit log.",
+            counters.appended_records.load(Ordering::Relaxed),
+        ),
+        (
+            "meridian_storage_appended_bytes_total",
+            "Bytes appended to the commit log.",
+            counters.appended_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "meridian_storage_fsync_total",
+            "fsync calls on segment files.",
+            counters.fsync_calls.load(Ordering::Relaxed),
+        ),
+        (
+            "meridian_storage_write_calls_total",
+            "write calls on segment files.",
+            counters.write_calls.load(Ordering::Relaxed),
+        ),
     ] {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name}{{region=\"us-east\"}} {value}\n"));
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{region=\"us-east\"}} {value}\n"
+        ));
     }
     out.push_str(&format!(
         "# HELP meridian_storage_log_bytes Bytes retained in the commit log.\n# TYPE meridian_storage_log_bytes gauge\nmeridian_storage_log_bytes{{region=\"us-east\"}} {}\n",

@@ -10,8 +10,8 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_cell::storage::{Durability, NewRecord, Storage, StorageConfig};
 use meridian_cell::Hlc;
+use meridian_cell::storage::{Durability, NewRecord, Storage, StorageConfig};
 
 const MAX_RECORDS_PER_APPENDER: u64 = 100_000;
 const MAX_RUN_SECONDS: u64 = 60;
@@ -19,7 +19,9 @@ const QUEUES: u32 = 8;
 
 /// The body every record with this id must have; the checker recomputes it.
 fn body_for(id: &str) -> Vec<u8> {
-    let seed = id.bytes().fold(0u8, |acc, byte| acc.wrapping_mul(31).wrapping_add(byte));
+    let seed = id
+        .bytes()
+        .fold(0u8, |acc, byte| acc.wrapping_mul(31).wrapping_add(byte));
     (0..1024u32).map(|i| seed.wrapping_add(i as u8)).collect()
 }
 
@@ -43,7 +45,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("runtime: {error}");

@@ -15,6 +15,15 @@ pub enum Durability {
     Async,
 }
 
+impl std::fmt::Display for Durability {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            Durability::Sync => "sync",
+            Durability::Async => "async",
+        })
+    }
+}
+
 impl std::str::FromStr for Durability {
     type Err = String;
 
@@ -22,7 +31,9 @@ impl std::str::FromStr for Durability {
         match text {
             "sync" => Ok(Durability::Sync),
             "async" => Ok(Durability::Async),
-            other => Err(format!("unknown durability mode {other:?}; use \"sync\" or \"async\"")),
+            other => Err(format!(
+                "unknown durability mode {other:?}; use \"sync\" or \"async\""
+            )),
         }
     }
 }
@@ -110,14 +121,20 @@ impl StorageConfig {
         if self.segment_size_bytes < MIN_SEGMENT_SIZE_BYTES {
             return invalid(
                 "segment_size_bytes",
-                format!("{} is too small; use at least {MIN_SEGMENT_SIZE_BYTES}", self.segment_size_bytes),
+                format!(
+                    "{} is too small; use at least {MIN_SEGMENT_SIZE_BYTES}",
+                    self.segment_size_bytes
+                ),
             );
         }
         if self.group_commit_max_bytes == 0 {
             return invalid("group_commit_max_bytes", "must be at least 1".into());
         }
         if self.group_commit_max_wait_us > 1_000_000 {
-            return invalid("group_commit_max_wait_us", "must be at most 1,000,000 (one second)".into());
+            return invalid(
+                "group_commit_max_wait_us",
+                "must be at most 1,000,000 (one second)".into(),
+            );
         }
         if self.async_flush_interval_ms == 0 {
             return invalid("async_flush_interval_ms", "must be at least 1".into());
@@ -129,7 +146,10 @@ impl StorageConfig {
             return invalid("max_pending_index_batches", "must be at least 1".into());
         }
         if self.retention_max_total_bytes == Some(0) {
-            return invalid("retention_max_total_bytes", "must be positive, or unset for no limit".into());
+            return invalid(
+                "retention_max_total_bytes",
+                "must be positive, or unset for no limit".into(),
+            );
         }
         Ok(())
     }

@@ -36,7 +36,11 @@ fn run_sync(shared: &Shared) {
             if !max_wait.is_zero() && !queue.shutdown {
                 let deadline = Instant::now() + max_wait;
                 while unflushed_bytes(shared) < max_bytes && !queue.shutdown {
-                    if shared.flush_signal.wait_until(&mut queue, deadline).timed_out() {
+                    if shared
+                        .flush_signal
+                        .wait_until(&mut queue, deadline)
+                        .timed_out()
+                    {
                         break;
                     }
                 }
@@ -61,7 +65,11 @@ fn run_sync(shared: &Shared) {
         let done: Vec<PendingAck> = {
             let mut queue = shared.flush_queue.lock();
             let mut done = Vec::new();
-            while queue.pending.front().is_some_and(|pending| pending.end <= target) {
+            while queue
+                .pending
+                .front()
+                .is_some_and(|pending| pending.end <= target)
+            {
                 if let Some(pending) = queue.pending.pop_front() {
                     done.push(pending);
                 }
@@ -106,7 +114,10 @@ fn run_async(shared: &Shared) {
 }
 
 fn unflushed_bytes(shared: &Shared) -> u64 {
-    shared.written_end.load(Ordering::Acquire).saturating_sub(shared.durable_end.load(Ordering::Acquire))
+    shared
+        .written_end
+        .load(Ordering::Acquire)
+        .saturating_sub(shared.durable_end.load(Ordering::Acquire))
 }
 
 fn mark_durable(shared: &Shared, target: u64) {
@@ -120,7 +131,9 @@ fn fail_pending(shared: &Shared) {
     let pending: Vec<PendingAck> = shared.flush_queue.lock().pending.drain(..).collect();
     for ack in pending {
         for (reply, _) in ack.replies {
-            let error = shared.poison_error().unwrap_or(crate::error::StorageError::Closed);
+            let error = shared
+                .poison_error()
+                .unwrap_or(crate::error::StorageError::Closed);
             let _ = reply.send(Err(error));
         }
     }

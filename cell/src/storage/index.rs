@@ -15,11 +15,13 @@
 //! | `key` | topic id (4), key length (2), key, log position (8) | empty |
 //! | `time` | topic id (4), queue id (4), store ms (8), queue offset (8) | log position (8 LE) |
 //! | `topics` | topic name | topic id (4 LE) |
-//! | `queues` | topic id (4), queue id (4) | next queue offset (8 LE) |
 //! | `meta` | `indexed_end`, `log_start`, `seg/<base>` | u64 LE, u64 LE, seal record |
 //!
-//! The `time` index gets one entry per queue per millisecond (the first record stored in that
-//! millisecond), so a seek is one iterator step and the index stays small at high rates.
+//! The `time` index is sparse: a queue gets a sample when at least 64 records or one second have
+//! passed since its last sample, so its size per message does not grow with the number of queues;
+//! a seek finds the nearest samples around the time and reads at most the records between them.
+//! A queue's next offset is not stored separately: it is one past the last key of the queue in the
+//! `queue` family, found at start-up with one seek per queue.
 //! Entries whose position falls below the retained log start are dropped by a compaction filter.
 
 use std::path::Path;
@@ -28,8 +30,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch,
-    WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode,
+    Options, WriteBatch, WriteOptions,
 };
 
 use crate::error::StorageError;
@@ -39,19 +41,21 @@ pub(crate) const CF_MSGID: &str = "msgid";
 pub(crate) const CF_KEY: &str = "key";
 pub(crate) const CF_TIME: &str = "time";
 pub(crate) const CF_TOPICS: &str = "topics";
-pub(crate) const CF_QUEUES: &str = "queues";
 pub(crate) const CF_META: &str = "meta";
 /// Committed consumer offsets (not derived from the log).
 pub const CF_CONSUMER_OFFSETS: &str = "consumer_offsets";
 /// Replication progress per source (not derived from the log).
 pub const CF_REPLICATION_CHECKPOINTS: &str = "replication_checkpoints";
 
-const DERIVED_FAMILIES: [&str; 7] = [CF_QUEUE, CF_MSGID, CF_KEY, CF_TIME, CF_TOPICS, CF_QUEUES, CF_META];
+const DERIVED_FAMILIES: [&str; 6] = [CF_QUEUE, CF_MSGID, CF_KEY, CF_TIME, CF_TOPICS, CF_META];
 const STATE_FAMILIES: [&str; 2] = [CF_CONSUMER_OFFSETS, CF_REPLICATION_CHECKPOINTS];
 
 pub(crate) const META_INDEXED_END: &[u8] = b"indexed_end";
 pub(crate) const META_LOG_START: &[u8] = b"log_start";
 pub(crate) const META_SEGMENT_PREFIX: &str = "seg/";
+
+/// A key and its value, as read from RocksDB.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// What the queue index stores for one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +75,10 @@ pub(crate) struct Index {
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("Index").field("path", &self.db.path()).finish_non_exhaustive()
+        formatter
+            .debug_struct("Index")
+            .field("path", &self.db.path())
+            .finish_non_exhaustive()
     }
 }
 
@@ -92,7 +99,11 @@ fn position_of_key_suffix(key: &[u8]) -> Option<u64> {
 
 impl Index {
     /// Opens (creating if needed) the index at `path`.
-    pub(crate) fn open(path: &Path, block_cache_bytes: usize, write_buffer_bytes: usize) -> Result<Self, StorageError> {
+    pub(crate) fn open(
+        path: &Path,
+        block_cache_bytes: usize,
+        write_buffer_bytes: usize,
+    ) -> Result<Self, StorageError> {
         let log_start = Arc::new(AtomicU64::new(0));
         let cache = Cache::new_lru_cache(block_cache_bytes);
         let mut table = BlockBasedOptions::default();
@@ -110,14 +121,19 @@ impl Index {
                 CF_QUEUE | CF_MSGID | CF_TIME => options.set_compaction_filter(
                     "below-log-start",
                     move |_level: u32, _key: &[u8], value: &[u8]| match position_of_value(value) {
-                        Some(position) if position < start.load(Ordering::Relaxed) => Decision::Remove,
+                        Some(position) if position < start.load(Ordering::Relaxed) => {
+                            Decision::Remove
+                        }
                         _ => Decision::Keep,
                     },
                 ),
                 CF_KEY => options.set_compaction_filter(
                     "below-log-start",
-                    move |_level: u32, key: &[u8], _value: &[u8]| match position_of_key_suffix(key) {
-                        Some(position) if position < start.load(Ordering::Relaxed) => Decision::Remove,
+                    move |_level: u32, key: &[u8], _value: &[u8]| match position_of_key_suffix(key)
+                    {
+                        Some(position) if position < start.load(Ordering::Relaxed) => {
+                            Decision::Remove
+                        }
                         _ => Decision::Keep,
                     },
                 ),
@@ -125,8 +141,11 @@ impl Index {
             }
             ColumnFamilyDescriptor::new(name, options)
         };
-        let families: Vec<ColumnFamilyDescriptor> =
-            DERIVED_FAMILIES.iter().chain(STATE_FAMILIES.iter()).map(|name| family(name)).collect();
+        let families: Vec<ColumnFamilyDescriptor> = DERIVED_FAMILIES
+            .iter()
+            .chain(STATE_FAMILIES.iter())
+            .map(|name| family(name))
+            .collect();
 
         let mut options = Options::default();
         options.create_if_missing(true);
@@ -136,45 +155,71 @@ impl Index {
         options.set_atomic_flush(true);
         options.set_max_background_jobs(2);
         options.set_bytes_per_sync(1 << 20);
-        let db = DB::open_cf_descriptors(&options, path, families).map_err(StorageError::index("open"))?;
+        let db = DB::open_cf_descriptors(&options, path, families)
+            .map_err(StorageError::index("open"))?;
 
         let mut unlogged = WriteOptions::default();
         unlogged.disable_wal(true);
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
-        let index = Index { db, log_start, unlogged, synced };
+        let index = Index {
+            db,
+            log_start,
+            unlogged,
+            synced,
+        };
         let start = index.get_meta_u64(META_LOG_START)?.unwrap_or(0);
         index.log_start.store(start, Ordering::Relaxed);
         Ok(index)
     }
 
     pub(crate) fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StorageError> {
-        self.db.cf_handle(name).ok_or(StorageError::MissingColumnFamily(name))
+        self.db
+            .cf_handle(name)
+            .ok_or(StorageError::MissingColumnFamily(name))
     }
 
     /// Writes a batch of derived entries without the WAL.
     pub(crate) fn write_derived(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        self.db.write_opt(batch, &self.unlogged).map_err(StorageError::index("write"))
+        self.db
+            .write_opt(batch, &self.unlogged)
+            .map_err(StorageError::index("write"))
     }
 
     /// Writes a batch durably (WAL, synced).
     pub(crate) fn write_synced(&self, batch: WriteBatch) -> Result<(), StorageError> {
-        self.db.write_opt(batch, &self.synced).map_err(StorageError::index("synced write"))
+        self.db
+            .write_opt(batch, &self.synced)
+            .map_err(StorageError::index("synced write"))
     }
 
     /// Flushes all memtables, so that a restart needs no re-indexing.
     pub(crate) fn flush(&self) -> Result<(), StorageError> {
-        let families: Vec<&ColumnFamily> =
-            DERIVED_FAMILIES.iter().chain(STATE_FAMILIES.iter()).filter_map(|name| self.db.cf_handle(name)).collect();
-        self.db.flush_cfs_opt(&families, &rocksdb::FlushOptions::default()).map_err(StorageError::index("flush"))
+        let families: Vec<&ColumnFamily> = DERIVED_FAMILIES
+            .iter()
+            .chain(STATE_FAMILIES.iter())
+            .filter_map(|name| self.db.cf_handle(name))
+            .collect();
+        self.db
+            .flush_cfs_opt(&families, &rocksdb::FlushOptions::default())
+            .map_err(StorageError::index("flush"))
     }
 
-    pub(crate) fn get(&self, family: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        self.db.get_cf(self.cf(family)?, key).map_err(StorageError::index("get"))
+    pub(crate) fn get(
+        &self,
+        family: &'static str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db
+            .get_cf(self.cf(family)?, key)
+            .map_err(StorageError::index("get"))
     }
 
     pub(crate) fn get_meta_u64(&self, key: &[u8]) -> Result<Option<u64>, StorageError> {
-        Ok(self.get(CF_META, key)?.as_deref().and_then(position_of_value))
+        Ok(self
+            .get(CF_META, key)?
+            .as_deref()
+            .and_then(position_of_value))
     }
 
     pub(crate) fn set_log_start(&self, start: u64) {
@@ -188,7 +233,10 @@ impl Index {
         from: &[u8],
         mut visit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StorageError> {
-        let iterator = self.db.iterator_cf(self.cf(family)?, IteratorMode::From(from, Direction::Forward));
+        let iterator = self.db.iterator_cf(
+            self.cf(family)?,
+            IteratorMode::From(from, Direction::Forward),
+        );
         for item in iterator {
             let (key, value) = item.map_err(StorageError::index("scan"))?;
             if !visit(&key, &value) {
@@ -198,27 +246,71 @@ impl Index {
         Ok(())
     }
 
-    /// The last key (and value) that starts with `prefix`, if any.
-    pub(crate) fn last_with_prefix(
+    /// The greatest key strictly below `key` that starts with `prefix`, with its value.
+    pub(crate) fn prev_in_prefix(
         &self,
         family: &'static str,
         prefix: &[u8],
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StorageError> {
-        let mut upper = prefix.to_vec();
-        upper.push(0xff);
-        upper.extend_from_slice(&[0xff; 16]);
+        key: &[u8],
+    ) -> Result<Option<KeyValue>, StorageError> {
         let mut iterator = self.db.raw_iterator_cf(self.cf(family)?);
-        iterator.seek_for_prev(&upper);
-        if let Some((key, value)) = iterator.item()
-            && key.starts_with(prefix)
-        {
-            return Ok(Some((key.to_vec(), value.to_vec())));
+        iterator.seek_for_prev(key);
+        if let Some((found, value)) = iterator.item() {
+            let found = if found == key {
+                iterator.prev();
+                iterator.item()
+            } else {
+                Some((found, value))
+            };
+            if let Some((found, value)) = found
+                && found.starts_with(prefix)
+            {
+                return Ok(Some((found.to_vec(), value.to_vec())));
+            }
         }
         iterator.status().map_err(StorageError::index("seek"))?;
         Ok(None)
     }
 
-    pub(crate) fn delete_range(&self, family: &'static str, from: &[u8], to: &[u8]) -> Result<(), StorageError> {
+    /// Every queue in the queue index with its next offset (one past its last key): one seek
+    /// per queue, so start-up cost grows with the number of queues, not of records.
+    pub(crate) fn queue_heads(
+        &self,
+    ) -> Result<std::collections::HashMap<(u32, u32), u64>, StorageError> {
+        let mut heads = std::collections::HashMap::new();
+        let mut iterator = self.db.raw_iterator_cf(self.cf(CF_QUEUE)?);
+        iterator.seek_to_first();
+        while let Some(key) = iterator.key() {
+            let Some((topic, queue, _)) = decode_queue_key(key) else {
+                iterator.next();
+                continue;
+            };
+            let mut upper = queue_prefix(topic, queue).to_vec();
+            upper.extend_from_slice(&[0xff; 8]);
+            iterator.seek_for_prev(&upper);
+            if let Some((_, _, last)) = iterator.key().and_then(decode_queue_key) {
+                heads.insert((topic, queue), last + 1);
+            }
+            match queue.checked_add(1) {
+                Some(next_queue) => iterator.seek(queue_prefix(topic, next_queue)),
+                None => match topic.checked_add(1) {
+                    Some(next_topic) => iterator.seek(queue_prefix(next_topic, 0)),
+                    None => break,
+                },
+            }
+        }
+        iterator
+            .status()
+            .map_err(StorageError::index("scan queue heads"))?;
+        Ok(heads)
+    }
+
+    pub(crate) fn delete_range(
+        &self,
+        family: &'static str,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(family)?, from, to);
         self.write_derived(batch)
@@ -227,7 +319,8 @@ impl Index {
     /// Compacts the families whose stale entries the compaction filter removes.
     pub(crate) fn compact_derived(&self) -> Result<(), StorageError> {
         for name in [CF_QUEUE, CF_MSGID, CF_KEY, CF_TIME] {
-            self.db.compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
+            self.db
+                .compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
         }
         Ok(())
     }
@@ -270,7 +363,10 @@ pub(crate) fn queue_value(entry: QueueEntry) -> [u8; 12] {
 pub(crate) fn decode_queue_value(value: &[u8]) -> Option<QueueEntry> {
     let position = position_of_value(value)?;
     let len = value.get(8..12)?;
-    Some(QueueEntry { position, frame_len: u32::from_le_bytes([len[0], len[1], len[2], len[3]]) })
+    Some(QueueEntry {
+        position,
+        frame_len: u32::from_le_bytes([len[0], len[1], len[2], len[3]]),
+    })
 }
 
 pub(crate) fn key_index_key(topic_id: u32, key: &str, position: u64) -> Vec<u8> {

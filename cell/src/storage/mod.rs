@@ -69,6 +69,9 @@ struct AppendJob {
     reply: AppendReply,
 }
 
+/// A queue inside the index: (topic id, queue id).
+pub(crate) type QueueId = (u32, u32);
+
 /// Readers' view of one queue.
 #[derive(Debug)]
 pub(crate) struct QueueState {
@@ -115,7 +118,7 @@ pub(crate) struct Shared {
     /// The segment the writer appends to; the flusher fsyncs it.
     pub(crate) active: Mutex<Arc<Segment>>,
     pub(crate) topics: RwLock<HashMap<String, u32>>,
-    pub(crate) queues: RwLock<HashMap<(u32, u32), Arc<QueueState>>>,
+    pub(crate) queues: RwLock<HashMap<QueueId, Arc<QueueState>>>,
     pub(crate) log_start: AtomicU64,
     pub(crate) written_end: AtomicU64,
     pub(crate) durable_end: AtomicU64,
@@ -165,7 +168,10 @@ impl Shared {
         self.poison
             .lock()
             .as_ref()
-            .map(|(operation, cause)| StorageError::Poisoned { operation, cause: Arc::clone(cause) })
+            .map(|(operation, cause)| StorageError::Poisoned {
+                operation,
+                cause: Arc::clone(cause),
+            })
     }
 
     pub(crate) fn queue_state(&self, topic_id: u32, queue_id: u32) -> Option<Arc<QueueState>> {
@@ -226,7 +232,8 @@ impl Storage {
             config,
         });
         let (jobs_tx, jobs_rx) = mpsc::channel(shared.config.max_pending_appends);
-        let (index_tx, index_rx) = crossbeam_channel::bounded(shared.config.max_pending_index_batches);
+        let (index_tx, index_rx) =
+            crossbeam_channel::bounded(shared.config.max_pending_index_batches);
         let writer_state = writer::WriterState::new(
             recovered.active,
             recovered.active_len,
@@ -271,7 +278,10 @@ impl Storage {
             return Err(error);
         }
         let (reply, result) = oneshot::channel();
-        self.sender()?.send(AppendJob { records, reply }).await.map_err(|_| StorageError::Closed)?;
+        self.sender()?
+            .send(AppendJob { records, reply })
+            .await
+            .map_err(|_| StorageError::Closed)?;
         result.await.map_err(|_| StorageError::Closed)?
     }
 
@@ -282,7 +292,9 @@ impl Storage {
             return Err(error);
         }
         let (reply, result) = oneshot::channel();
-        self.sender()?.blocking_send(AppendJob { records, reply }).map_err(|_| StorageError::Closed)?;
+        self.sender()?
+            .blocking_send(AppendJob { records, reply })
+            .map_err(|_| StorageError::Closed)?;
         result.blocking_recv().map_err(|_| StorageError::Closed)?
     }
 
@@ -294,7 +306,10 @@ impl Storage {
 
     /// First retained log position and the position after the last visible record.
     pub fn log_range(&self) -> (u64, u64) {
-        (self.shared.log_start.load(Ordering::Acquire), self.shared.indexed_end.load(Ordering::Acquire))
+        (
+            self.shared.log_start.load(Ordering::Acquire),
+            self.shared.indexed_end.load(Ordering::Acquire),
+        )
     }
 
     /// Counters for metrics.
@@ -309,14 +324,23 @@ impl Storage {
 
     /// Stores `value` under `key` in a state column family ([`CF_CONSUMER_OFFSETS`],
     /// [`CF_REPLICATION_CHECKPOINTS`]); the write is synced before this returns.
-    pub fn put_state(&self, family: &'static str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+    pub fn put_state(
+        &self,
+        family: &'static str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StorageError> {
         let mut batch = rocksdb::WriteBatch::default();
         batch.put_cf(self.shared.index.cf(family)?, key, value);
         self.shared.index.write_synced(batch)
     }
 
     /// Reads a value from a state column family.
-    pub fn get_state(&self, family: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    pub fn get_state(
+        &self,
+        family: &'static str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StorageError> {
         self.shared.index.get(family, key)
     }
 
@@ -363,7 +387,10 @@ impl Drop for Storage {
     }
 }
 
-fn spawn_named(name: &str, body: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StorageError> {
+fn spawn_named(
+    name: &str,
+    body: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, StorageError> {
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(body)

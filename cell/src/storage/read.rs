@@ -7,10 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::error::StorageError;
+use crate::storage::Storage;
 use crate::storage::index::{self, CF_KEY, CF_MSGID, CF_QUEUE, CF_TIME};
 use crate::storage::record::Record;
 use crate::storage::segment::Segment;
-use crate::storage::Storage;
+
+/// Records read per step while a time seek scans between two samples.
+const SEEK_READ_BATCH_RECORDS: usize = 128;
 
 /// Offsets of a queue: `[earliest, next)` are stored and visible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,13 +29,21 @@ impl Storage {
         let start = self.shared.log_start.load(Ordering::Acquire);
         let end = self.shared.written_end.load(Ordering::Acquire);
         if position < start || position >= end {
-            return Err(StorageError::PositionOutOfRange { requested: position, start, end });
+            return Err(StorageError::PositionOutOfRange {
+                requested: position,
+                start,
+                end,
+            });
         }
         self.shared
             .segments
             .read()
             .find(position)
-            .ok_or(StorageError::PositionOutOfRange { requested: position, start, end })
+            .ok_or(StorageError::PositionOutOfRange {
+                requested: position,
+                start,
+                end,
+            })
     }
 
     /// Reads the record at a log position.
@@ -53,8 +64,13 @@ impl Storage {
 
     /// Every (topic, queue) that holds records.
     pub fn queues(&self) -> Vec<(String, u32)> {
-        let names: std::collections::HashMap<u32, String> =
-            self.shared.topics.read().iter().map(|(name, id)| (*id, name.clone())).collect();
+        let names: std::collections::HashMap<u32, String> = self
+            .shared
+            .topics
+            .read()
+            .iter()
+            .map(|(name, id)| (*id, name.clone()))
+            .collect();
         let mut queues: Vec<(String, u32)> = self
             .shared
             .queues
@@ -77,12 +93,21 @@ impl Storage {
         max_count: usize,
         max_bytes: usize,
     ) -> Result<Vec<Record>, StorageError> {
-        let Some(topic_id) = self.shared.topic_id(topic) else { return Ok(Vec::new()) };
-        let Some(state) = self.shared.queue_state(topic_id, queue_id) else { return Ok(Vec::new()) };
+        let Some(topic_id) = self.shared.topic_id(topic) else {
+            return Ok(Vec::new());
+        };
+        let Some(state) = self.shared.queue_state(topic_id, queue_id) else {
+            return Ok(Vec::new());
+        };
         let earliest = state.min_offset.load(Ordering::Acquire);
         let next = state.next_offset.load(Ordering::Acquire);
         if offset < earliest {
-            return Err(StorageError::OutOfRange { topic: topic.to_string(), queue_id, requested: offset, earliest });
+            return Err(StorageError::OutOfRange {
+                topic: topic.to_string(),
+                queue_id,
+                requested: offset,
+                earliest,
+            });
         }
         if offset >= next || max_count == 0 {
             return Ok(Vec::new());
@@ -91,38 +116,52 @@ impl Storage {
         let log_start = self.shared.log_start.load(Ordering::Acquire);
         let mut entries = Vec::new();
         let mut bytes = 0usize;
-        self.shared.index.scan_from(CF_QUEUE, &index::queue_key(topic_id, queue_id, offset), |key, value| {
-            if !key.starts_with(&prefix) {
-                return false;
-            }
-            let (Some((_, _, at)), Some(entry)) = (index::decode_queue_key(key), index::decode_queue_value(value))
-            else {
-                return true;
-            };
-            if at >= next {
-                return false;
-            }
-            if entry.position < log_start {
-                return true;
-            }
-            if !entries.is_empty() && bytes + entry.frame_len as usize > max_bytes {
-                return false;
-            }
-            bytes += entry.frame_len as usize;
-            entries.push((at, entry.position));
-            entries.len() < max_count
-        })?;
+        self.shared.index.scan_from(
+            CF_QUEUE,
+            &index::queue_key(topic_id, queue_id, offset),
+            |key, value| {
+                if !key.starts_with(&prefix) {
+                    return false;
+                }
+                let (Some((_, _, at)), Some(entry)) = (
+                    index::decode_queue_key(key),
+                    index::decode_queue_value(value),
+                ) else {
+                    return true;
+                };
+                if at >= next {
+                    return false;
+                }
+                if entry.position < log_start {
+                    return true;
+                }
+                if !entries.is_empty() && bytes + entry.frame_len as usize > max_bytes {
+                    return false;
+                }
+                bytes += entry.frame_len as usize;
+                entries.push((at, entry.position));
+                entries.len() < max_count
+            },
+        )?;
         if entries.first().is_none_or(|(first, _)| *first != offset) {
             let earliest = state.min_offset.load(Ordering::Acquire);
             if offset < earliest {
-                return Err(StorageError::OutOfRange { topic: topic.to_string(), queue_id, requested: offset, earliest });
+                return Err(StorageError::OutOfRange {
+                    topic: topic.to_string(),
+                    queue_id,
+                    requested: offset,
+                    earliest,
+                });
             }
         }
         let mut records = Vec::with_capacity(entries.len());
         for (at, position) in entries {
             let record = self.read_at(position)?;
             if record.topic != topic || record.queue_id != queue_id || record.queue_offset != at {
-                return Err(StorageError::IndexMismatch { what: format!("{topic}/{queue_id}@{at}"), position });
+                return Err(StorageError::IndexMismatch {
+                    what: format!("{topic}/{queue_id}@{at}"),
+                    position,
+                });
             }
             records.push(record);
         }
@@ -132,8 +171,12 @@ impl Storage {
     /// The record with a message id, with its log position; `None` if it is not (or no longer)
     /// stored.
     pub fn read_by_id(&self, message_id: &str) -> Result<Option<(u64, Record)>, StorageError> {
-        let Some(value) = self.shared.index.get(CF_MSGID, message_id.as_bytes())? else { return Ok(None) };
-        let Some(position) = index::decode_u64(&value) else { return Ok(None) };
+        let Some(value) = self.shared.index.get(CF_MSGID, message_id.as_bytes())? else {
+            return Ok(None);
+        };
+        let Some(position) = index::decode_u64(&value) else {
+            return Ok(None);
+        };
         match self.read_at(position) {
             Ok(record) if record.message_id == message_id => Ok(Some((position, record))),
             Ok(_) | Err(StorageError::PositionOutOfRange { .. }) => Ok(None),
@@ -147,8 +190,15 @@ impl Storage {
     }
 
     /// Records of a topic carrying `key`, oldest first, at most `max_count`.
-    pub fn read_by_key(&self, topic: &str, key: &str, max_count: usize) -> Result<Vec<Record>, StorageError> {
-        let Some(topic_id) = self.shared.topic_id(topic) else { return Ok(Vec::new()) };
+    pub fn read_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        max_count: usize,
+    ) -> Result<Vec<Record>, StorageError> {
+        let Some(topic_id) = self.shared.topic_id(topic) else {
+            return Ok(Vec::new());
+        };
         let prefix = index::key_index_prefix(topic_id, key);
         let log_start = self.shared.log_start.load(Ordering::Acquire);
         let mut positions = Vec::new();
@@ -175,25 +225,69 @@ impl Storage {
 
     /// The earliest offset of a queue whose store time is at or after `timestamp_ms`; the next
     /// offset if every stored record is older.
-    pub fn seek_by_time(&self, topic: &str, queue_id: u32, timestamp_ms: u64) -> Result<u64, StorageError> {
-        let Some(range) = self.queue_range(topic, queue_id) else { return Ok(0) };
-        let Some(topic_id) = self.shared.topic_id(topic) else { return Ok(0) };
+    pub fn seek_by_time(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        timestamp_ms: u64,
+    ) -> Result<u64, StorageError> {
+        let Some(range) = self.queue_range(topic, queue_id) else {
+            return Ok(0);
+        };
+        let Some(topic_id) = self.shared.topic_id(topic) else {
+            return Ok(0);
+        };
         let prefix = index::queue_prefix(topic_id, queue_id);
         let log_start = self.shared.log_start.load(Ordering::Acquire);
-        let mut found = None;
-        self.shared.index.scan_from(CF_TIME, &index::time_key(topic_id, queue_id, timestamp_ms, 0), |key, value| {
-            if !key.starts_with(&prefix) {
-                return false;
-            }
-            match (index::decode_time_key(key), index::decode_u64(value)) {
-                (Some((_, offset)), Some(position)) if position >= log_start => {
-                    found = Some(offset);
-                    false
+        let target = index::time_key(topic_id, queue_id, timestamp_ms, 0);
+        let sample = |key: &[u8], value: &[u8]| match (
+            index::decode_time_key(key),
+            index::decode_u64(value),
+        ) {
+            (Some((_, offset)), Some(position)) if position >= log_start => Some(offset),
+            _ => None,
+        };
+        // The answer lies between the last sample before the time and the first one at or after
+        // it; samples are at most 64 records or one second apart.
+        let from = self
+            .shared
+            .index
+            .prev_in_prefix(CF_TIME, &prefix, &target)?
+            .and_then(|(key, value)| sample(&key, &value))
+            .map_or(range.earliest, |offset| offset.max(range.earliest));
+        let mut upper = range.next;
+        self.shared
+            .index
+            .scan_from(CF_TIME, &target, |key, value| {
+                if !key.starts_with(&prefix) {
+                    return false;
                 }
-                _ => true,
+                match sample(key, value) {
+                    Some(offset) => {
+                        upper = upper.min(offset);
+                        false
+                    }
+                    None => true,
+                }
+            })?;
+        let mut at = from;
+        while at < upper {
+            let records =
+                self.read_queue(topic, queue_id, at, SEEK_READ_BATCH_RECORDS, usize::MAX)?;
+            let Some(last) = records.last().map(|record| record.queue_offset) else {
+                break;
+            };
+            for record in &records {
+                if record.queue_offset >= upper {
+                    return Ok(upper);
+                }
+                if record.store_timestamp_ms >= timestamp_ms {
+                    return Ok(record.queue_offset);
+                }
             }
-        })?;
-        Ok(found.map_or(range.next, |offset| offset.clamp(range.earliest, range.next)))
+            at = last + 1;
+        }
+        Ok(upper)
     }
 
     /// Reads records in log order from `position` (a record boundary, e.g. a previous record's

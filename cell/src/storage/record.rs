@@ -243,15 +243,25 @@ impl Record {
         ];
         for (field, value) in short_fields {
             if value.len() > MAX_SHORT_STRING_BYTES {
-                return Err(CodecError::FieldTooLong { field, len: value.len(), max: MAX_SHORT_STRING_BYTES });
+                return Err(CodecError::FieldTooLong {
+                    field,
+                    len: value.len(),
+                    max: MAX_SHORT_STRING_BYTES,
+                });
             }
         }
         if self.keys.len() > MAX_LIST_ITEMS || self.properties.len() > MAX_LIST_ITEMS {
-            return Err(CodecError::TooManyItems { max: MAX_LIST_ITEMS });
+            return Err(CodecError::TooManyItems {
+                max: MAX_LIST_ITEMS,
+            });
         }
         for key in &self.keys {
             if key.len() > MAX_SHORT_STRING_BYTES {
-                return Err(CodecError::FieldTooLong { field: "key", len: key.len(), max: MAX_SHORT_STRING_BYTES });
+                return Err(CodecError::FieldTooLong {
+                    field: "key",
+                    len: key.len(),
+                    max: MAX_SHORT_STRING_BYTES,
+                });
             }
         }
         for name in self.properties.keys() {
@@ -265,7 +275,10 @@ impl Record {
         }
         let payload = self.payload_len();
         if payload > MAX_PAYLOAD_BYTES {
-            return Err(CodecError::RecordTooLarge { len: payload, max: MAX_PAYLOAD_BYTES });
+            return Err(CodecError::RecordTooLarge {
+                len: payload,
+                max: MAX_PAYLOAD_BYTES,
+            });
         }
         Ok(())
     }
@@ -295,7 +308,13 @@ impl Record {
         // Seven u64 fields are accounted for in FIXED_FIELDS_BYTES; the seventh is reserved so the
         // fixed block stays 8-byte aligned for future fields.
         out.extend_from_slice(&0u64.to_le_bytes());
-        for value in [&self.message_id, &self.topic, &self.origin.region, &self.tags, &self.message_group] {
+        for value in [
+            &self.message_id,
+            &self.topic,
+            &self.origin.region,
+            &self.tags,
+            &self.message_group,
+        ] {
             put_short(out, value);
         }
         out.extend_from_slice(&(self.keys.len() as u16).to_le_bytes());
@@ -310,7 +329,11 @@ impl Record {
         }
         out.extend_from_slice(&(self.body.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.body);
-        debug_assert_eq!(out.len() - start, FRAME_HEADER_BYTES + payload_len, "payload_len out of sync with encode");
+        debug_assert_eq!(
+            out.len() - start,
+            FRAME_HEADER_BYTES + payload_len,
+            "payload_len out of sync with encode"
+        );
         let crc = crc32c::crc32c(&out[start + FRAME_HEADER_BYTES..]);
         out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
@@ -356,12 +379,17 @@ pub fn check_frame(bytes: &[u8]) -> FrameCheck {
     let stored_crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
     let actual_crc = crc32c::crc32c(payload);
     if stored_crc != actual_crc {
-        return FrameCheck::Invalid(CodecError::BadCrc { stored: stored_crc, actual: actual_crc });
+        return FrameCheck::Invalid(CodecError::BadCrc {
+            stored: stored_crc,
+            actual: actual_crc,
+        });
     }
     if payload[0] != FORMAT_VERSION {
         return FrameCheck::Invalid(CodecError::UnknownVersion(payload[0]));
     }
-    FrameCheck::Valid { frame_len: FRAME_HEADER_BYTES + payload_len }
+    FrameCheck::Valid {
+        frame_len: FRAME_HEADER_BYTES + payload_len,
+    }
 }
 
 /// Decodes one frame starting at `bytes[0]`; returns the record and the frame's length.
@@ -475,7 +503,10 @@ fn decode_payload(payload: &[u8]) -> Result<Record, CodecError> {
         store_timestamp_ms,
         hlc,
         delivery_timestamp_ms,
-        origin: Origin { region: origin_region, offset: origin_offset },
+        origin: Origin {
+            region: origin_region,
+            offset: origin_offset,
+        },
     })
 }
 

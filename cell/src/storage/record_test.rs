@@ -19,13 +19,19 @@ fn sample() -> Record {
         tags: "TagA".into(),
         keys: vec!["order-1".into(), "customer-9".into()],
         message_group: "customer-9".into(),
-        properties: BTreeMap::from([("region".to_string(), "eu".to_string()), ("k".to_string(), "v".repeat(300))]),
+        properties: BTreeMap::from([
+            ("region".to_string(), "eu".to_string()),
+            ("k".to_string(), "v".repeat(300)),
+        ]),
         body: b"hello \x00 world".to_vec(),
         born_timestamp_ms: 1_700_000_000_000,
         store_timestamp_ms: 1_700_000_000_005,
         hlc: 0x1234_5678_9abc_def0,
         delivery_timestamp_ms: 1_700_000_060_000,
-        origin: Origin { region: "us-east".into(), offset: 987_654_321 },
+        origin: Origin {
+            region: "us-east".into(),
+            offset: 987_654_321,
+        },
     }
 }
 
@@ -71,7 +77,10 @@ fn every_flipped_bit_is_detected() {
         for bit in 0..8 {
             let mut damaged = bytes.clone();
             damaged[byte] ^= 1 << bit;
-            assert!(decode_frame(&damaged).is_err(), "flip of bit {bit} in byte {byte} went unnoticed");
+            assert!(
+                decode_frame(&damaged).is_err(),
+                "flip of bit {bit} in byte {byte} went unnoticed"
+            );
         }
     }
 }
@@ -80,15 +89,24 @@ fn every_flipped_bit_is_detected() {
 fn truncation_is_incomplete_not_invalid() {
     let bytes = sample().encode().unwrap();
     for len in 0..bytes.len() {
-        assert!(matches!(check_frame(&bytes[..len]), FrameCheck::Incomplete | FrameCheck::Invalid(_)));
+        assert!(matches!(
+            check_frame(&bytes[..len]),
+            FrameCheck::Incomplete | FrameCheck::Invalid(_)
+        ));
     }
-    assert!(matches!(check_frame(&bytes[..bytes.len() - 1]), FrameCheck::Incomplete));
+    assert!(matches!(
+        check_frame(&bytes[..bytes.len() - 1]),
+        FrameCheck::Incomplete
+    ));
     assert!(matches!(check_frame(&bytes[..3]), FrameCheck::Incomplete));
 }
 
 #[test]
 fn zeroed_bytes_are_invalid() {
-    assert!(matches!(check_frame(&[0u8; 64]), FrameCheck::Invalid(CodecError::BadLength(0))));
+    assert!(matches!(
+        check_frame(&[0u8; 64]),
+        FrameCheck::Invalid(CodecError::BadLength(0))
+    ));
 }
 
 #[test]
@@ -97,25 +115,54 @@ fn unknown_version_is_refused() {
     bytes[FRAME_HEADER_BYTES] = 9;
     let crc = crc32c::crc32c(&bytes[FRAME_HEADER_BYTES..]);
     bytes[4..8].copy_from_slice(&crc.to_le_bytes());
-    assert_eq!(decode_frame(&bytes).unwrap_err(), CodecError::UnknownVersion(9));
+    assert_eq!(
+        decode_frame(&bytes).unwrap_err(),
+        CodecError::UnknownVersion(9)
+    );
 }
 
 #[test]
 fn oversized_fields_are_refused_before_encoding() {
     let mut record = sample();
     record.topic = "t".repeat(MAX_SHORT_STRING_BYTES + 1);
-    assert!(matches!(record.encode(), Err(CodecError::FieldTooLong { field: "topic", .. })));
+    assert!(matches!(
+        record.encode(),
+        Err(CodecError::FieldTooLong { field: "topic", .. })
+    ));
     let mut record = sample();
     record.body = vec![0; MAX_PAYLOAD_BYTES];
-    assert!(matches!(record.encode(), Err(CodecError::RecordTooLarge { .. })));
+    assert!(matches!(
+        record.encode(),
+        Err(CodecError::RecordTooLarge { .. })
+    ));
 }
 
 fn arbitrary_record() -> impl Strategy<Value = Record> {
     (
-        ("[a-zA-Z0-9]{0,40}", "[a-z%|_-]{0,20}", any::<u32>(), any::<u64>()),
-        (0u8..4, ".{0,10}", prop::collection::vec(".{0,12}", 0..4), ".{0,8}"),
-        (prop::collection::btree_map(".{0,8}", ".{0,40}", 0..5), prop::collection::vec(any::<u8>(), 0..2048)),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), "[a-z-]{0,12}", any::<u64>()),
+        (
+            "[a-zA-Z0-9]{0,40}",
+            "[a-z%|_-]{0,20}",
+            any::<u32>(),
+            any::<u64>(),
+        ),
+        (
+            0u8..4,
+            ".{0,10}",
+            prop::collection::vec(".{0,12}", 0..4),
+            ".{0,8}",
+        ),
+        (
+            prop::collection::btree_map(".{0,8}", ".{0,40}", 0..5),
+            prop::collection::vec(any::<u8>(), 0..2048),
+        ),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            "[a-z-]{0,12}",
+            any::<u64>(),
+        ),
     )
         .prop_map(|(ids, kinds, payload, times)| Record {
             kind: RecordKind::Message,
@@ -133,7 +180,10 @@ fn arbitrary_record() -> impl Strategy<Value = Record> {
             store_timestamp_ms: times.1,
             hlc: times.2,
             delivery_timestamp_ms: times.3,
-            origin: Origin { region: times.4, offset: times.5 },
+            origin: Origin {
+                region: times.4,
+                offset: times.5,
+            },
         })
 }
 

@@ -24,15 +24,19 @@ use rocksdb::WriteBatch;
 
 use crate::clock::{Hlc, ms_to_stamp};
 use crate::error::{CodecError, StorageError};
+use crate::storage::QueueId;
+use crate::storage::QueueState;
 use crate::storage::config::{StorageConfig, VerifyOnOpen};
 use crate::storage::index::{
-    self, CF_KEY, CF_META, CF_MSGID, CF_QUEUE, CF_QUEUES, CF_TIME, CF_TOPICS, Index, META_INDEXED_END, META_LOG_START,
+    self, CF_KEY, CF_META, CF_MSGID, CF_QUEUE, CF_TIME, CF_TOPICS, Index, META_INDEXED_END,
+    META_LOG_START,
 };
 use crate::storage::indexer::{BatchBuilder, IndexEntry};
-use crate::storage::record::{self, FORMAT_VERSION, FRAME_HEADER_BYTES, FrameCheck, MAX_PAYLOAD_BYTES, MIN_PAYLOAD_BYTES};
+use crate::storage::record::{
+    self, FORMAT_VERSION, FRAME_HEADER_BYTES, FrameCheck, MAX_PAYLOAD_BYTES, MIN_PAYLOAD_BYTES,
+};
 use crate::storage::segment::{self, Segment, SegmentMap};
 use crate::storage::writer::SealInfo;
-use crate::storage::QueueState;
 
 /// Bytes read per call while scanning a segment.
 const SCAN_CHUNK_BYTES: usize = 8 << 20;
@@ -65,9 +69,9 @@ pub(crate) struct Recovered {
     pub(crate) active: Arc<Segment>,
     pub(crate) active_len: u64,
     pub(crate) active_max_store_ms: u64,
-    pub(crate) queue_next: HashMap<(u32, u32), u64>,
+    pub(crate) queue_next: HashMap<QueueId, u64>,
     pub(crate) topics: HashMap<String, u32>,
-    pub(crate) queues: HashMap<(u32, u32), Arc<QueueState>>,
+    pub(crate) queues: HashMap<QueueId, Arc<QueueState>>,
     pub(crate) log_start: u64,
     pub(crate) end: u64,
     pub(crate) report: RecoveryReport,
@@ -86,17 +90,19 @@ struct Reindexer<'a> {
     index: &'a Index,
     from: u64,
     builder: BatchBuilder,
-    batch: WriteBatch,
-    pending: usize,
     topics: HashMap<String, u32>,
-    queue_next: HashMap<(u32, u32), u64>,
+    queue_next: HashMap<QueueId, u64>,
     max_store_ms: u64,
     reindexed: u64,
 }
 
 impl Reindexer<'_> {
     /// Feeds one frame: the outer error is an index failure, the inner one a bad record.
-    fn visit(&mut self, position: u64, frame: &[u8]) -> Result<Result<(), CodecError>, StorageError> {
+    fn visit(
+        &mut self,
+        position: u64,
+        frame: &[u8],
+    ) -> Result<Result<(), CodecError>, StorageError> {
         let (record, frame_len) = match record::decode_frame(frame) {
             Ok(decoded) => decoded,
             Err(error) => return Ok(Err(error)),
@@ -119,8 +125,7 @@ impl Reindexer<'_> {
             message_id: record.message_id,
             keys: record.keys,
         };
-        self.builder.add(self.index, &mut self.batch, &entry)?;
-        self.pending += 1;
+        self.builder.add(&entry);
         self.reindexed += 1;
         Ok(Ok(()))
     }
@@ -131,7 +136,11 @@ impl Reindexer<'_> {
         }
         let id = self.topics.values().max().map_or(1, |id| id + 1);
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.index.cf(CF_TOPICS)?, topic.as_bytes(), id.to_le_bytes());
+        batch.put_cf(
+            self.index.cf(CF_TOPICS)?,
+            topic.as_bytes(),
+            id.to_le_bytes(),
+        );
         self.index.write_synced(batch)?;
         self.topics.insert(topic.to_string(), id);
         Ok(id)
@@ -139,14 +148,14 @@ impl Reindexer<'_> {
 
     /// Writes what is batched; `end` is recorded as indexed only by the final call.
     fn write(&mut self, end: Option<u64>) -> Result<(), StorageError> {
-        let mut batch = std::mem::take(&mut self.batch);
+        let mut batch = WriteBatch::default();
         if let Some(end) = end {
             self.builder.finish(self.index, &mut batch, end)?;
-        } else if self.pending < REINDEX_BATCH_ENTRIES {
-            self.batch = batch;
+        } else if self.builder.pending() < REINDEX_BATCH_ENTRIES {
             return Ok(());
+        } else {
+            self.builder.drain_into(self.index, &mut batch)?;
         }
-        self.pending = 0;
         self.index.write_derived(batch)
     }
 }
@@ -154,8 +163,13 @@ impl Reindexer<'_> {
 pub(crate) fn recover(config: &StorageConfig, hlc: &Hlc) -> Result<Recovered, StorageError> {
     let started = Instant::now();
     let log_dir = config.log_dir();
-    std::fs::create_dir_all(&log_dir).map_err(|error| StorageError::io("create log directory", &log_dir, error))?;
-    let index = Index::open(&config.index_dir(), config.index_block_cache_bytes, config.index_write_buffer_bytes)?;
+    std::fs::create_dir_all(&log_dir)
+        .map_err(|error| StorageError::io("create log directory", &log_dir, error))?;
+    let index = Index::open(
+        &config.index_dir(),
+        config.index_block_cache_bytes,
+        config.index_write_buffer_bytes,
+    )?;
     let mut report = RecoveryReport::default();
     let mut log_start = index.get_meta_u64(META_LOG_START)?.unwrap_or(0);
     let indexed_end = index.get_meta_u64(META_INDEXED_END)?.unwrap_or(0);
@@ -180,10 +194,8 @@ pub(crate) fn recover(config: &StorageConfig, hlc: &Hlc) -> Result<Recovered, St
         index: &index,
         from: indexed_end.max(log_start),
         builder: BatchBuilder::default(),
-        batch: WriteBatch::default(),
-        pending: 0,
         topics: load_topics(&index)?,
-        queue_next: load_queue_next(&index)?,
+        queue_next: index.queue_heads()?,
         max_store_ms: 0,
         reindexed: 0,
     };
@@ -194,19 +206,33 @@ pub(crate) fn recover(config: &StorageConfig, hlc: &Hlc) -> Result<Recovered, St
     for (number, segment) in segments.iter().enumerate() {
         let file_len = segment.file_len()?;
         let is_active = number == last;
-        let seal = index.get(CF_META, SealInfo::key(segment.base).as_bytes())?.as_deref().and_then(SealInfo::decode);
+        let seal = index
+            .get(CF_META, SealInfo::key(segment.base).as_bytes())?
+            .as_deref()
+            .and_then(SealInfo::decode);
         let unchanged = seal.is_some_and(|seal| {
-            SealInfo::of_file(segment, seal.max_store_ms).is_ok_and(|now| now.len == seal.len && now.mtime_ns == seal.mtime_ns)
+            SealInfo::of_file(segment, seal.max_store_ms)
+                .is_ok_and(|now| now.len == seal.len && now.mtime_ns == seal.mtime_ns)
         });
         let needs_index = segment.base + file_len > reindexer.from;
         let needs_verify = config.verify_on_open == VerifyOnOpen::All || !unchanged;
         if !is_active && !needs_index && !needs_verify {
-            reindexer.max_store_ms = reindexer.max_store_ms.max(seal.map_or(0, |seal| seal.max_store_ms));
+            reindexer.max_store_ms = reindexer
+                .max_store_ms
+                .max(seal.map_or(0, |seal| seal.max_store_ms));
             continue;
         }
         let before = reindexer.max_store_ms;
         reindexer.max_store_ms = 0;
-        let valid_len = scan_and_repair(config, segment, file_len, is_active, &mut reindexer, &mut report, &mut damaged)?;
+        let valid_len = scan_and_repair(
+            config,
+            segment,
+            file_len,
+            is_active,
+            &mut reindexer,
+            &mut report,
+            &mut damaged,
+        )?;
         let segment_max_ms = reindexer.max_store_ms;
         reindexer.max_store_ms = reindexer.max_store_ms.max(before);
         if is_active {
@@ -215,7 +241,11 @@ pub(crate) fn recover(config: &StorageConfig, hlc: &Hlc) -> Result<Recovered, St
         } else {
             let seal = SealInfo::of_file(segment, segment_max_ms)?;
             let mut batch = WriteBatch::default();
-            batch.put_cf(index.cf(CF_META)?, SealInfo::key(segment.base), seal.encode());
+            batch.put_cf(
+                index.cf(CF_META)?,
+                SealInfo::key(segment.base),
+                seal.encode(),
+            );
             index.write_synced(batch)?;
         }
     }
@@ -224,13 +254,20 @@ pub(crate) fn recover(config: &StorageConfig, hlc: &Hlc) -> Result<Recovered, St
 
     if indexed_end > end || !damaged.is_empty() {
         report.index_rolled_back = indexed_end > end;
-        remove_entries(&index, |position| position >= end || damaged.iter().any(|(from, to)| (*from..*to).contains(&position)))?;
-        reindexer.queue_next = recompute_queue_next(&index, &reindexer.queue_next)?;
+        remove_entries(&index, |position| {
+            position >= end
+                || damaged
+                    .iter()
+                    .any(|(from, to)| (*from..*to).contains(&position))
+        })?;
+        reindexer.queue_next = index.queue_heads()?;
     }
     reindexer.write(Some(end))?;
     index.flush()?;
     if reindexer.max_store_ms > 0 && hlc.observe(ms_to_stamp(reindexer.max_store_ms)).is_err() {
-        tracing::warn!("stored timestamps are ahead of this machine's clock; the HLC continues from its own clock");
+        tracing::warn!(
+            "stored timestamps are ahead of this machine's clock; the HLC continues from its own clock"
+        );
     }
 
     let queues = build_queue_states(&index, &reindexer.queue_next, log_start)?;
@@ -275,8 +312,9 @@ fn open_segments(
         let segment = Segment::open(path, base)?;
         let len = segment.file_len()?;
         if number + 1 < count && base + len <= log_start {
-            std::fs::remove_file(&segment.path)
-                .map_err(|error| StorageError::io("remove retained-away segment", &segment.path, error))?;
+            std::fs::remove_file(&segment.path).map_err(|error| {
+                StorageError::io("remove retained-away segment", &segment.path, error)
+            })?;
             report.removed_segments += 1;
             continue;
         }
@@ -341,7 +379,9 @@ fn scan_and_repair(
             resume => {
                 let skip_to = resume.unwrap_or(file_len);
                 tracing::warn!(segment = %segment.path.display(), from = offset, to = skip_to, %error, "repair: skipping damaged range");
-                report.skipped_ranges.push((segment.path.clone(), offset, skip_to));
+                report
+                    .skipped_ranges
+                    .push((segment.path.clone(), offset, skip_to));
                 damaged.push((segment.base + offset, segment.base + skip_to));
                 if resume.is_none() {
                     reindexer.write(None)?;
@@ -381,16 +421,24 @@ fn scan_segment(
             FrameCheck::Incomplete => {
                 let loaded_to = buffer_start + buffer.len() as u64;
                 if loaded_to >= file_len {
-                    return Ok(ScanEnd::Bad { offset, error: CodecError::Truncated });
+                    return Ok(ScanEnd::Bad {
+                        offset,
+                        error: CodecError::Truncated,
+                    });
                 }
-                let wanted = segment::declared_frame_len(&buffer[cursor..]).unwrap_or(0).max(SCAN_CHUNK_BYTES);
+                let wanted = segment::declared_frame_len(&buffer[cursor..])
+                    .unwrap_or(0)
+                    .max(SCAN_CHUNK_BYTES);
                 let read_len = wanted.min((file_len - offset) as usize);
                 buffer = segment.read_bytes(offset, read_len)?;
                 report.scanned_bytes += buffer.len() as u64;
                 buffer_start = offset;
                 cursor = 0;
                 if buffer.is_empty() {
-                    return Ok(ScanEnd::Bad { offset, error: CodecError::Truncated });
+                    return Ok(ScanEnd::Bad {
+                        offset,
+                        error: CodecError::Truncated,
+                    });
                 }
             }
             FrameCheck::Invalid(error) => return Ok(ScanEnd::Bad { offset, error }),
@@ -400,17 +448,27 @@ fn scan_segment(
 
 /// The offset of the first valid frame at or after `from`, searching byte by byte. Cheap
 /// plausibility checks (length range, version byte) come before the CRC.
-fn find_next_valid_frame(segment: &Segment, from: u64, file_len: u64) -> Result<Option<u64>, StorageError> {
+fn find_next_valid_frame(
+    segment: &Segment,
+    from: u64,
+    file_len: u64,
+) -> Result<Option<u64>, StorageError> {
     let mut chunk_start = from;
     while chunk_start < file_len {
-        let chunk = segment.read_bytes(chunk_start, SCAN_CHUNK_BYTES.min((file_len - chunk_start) as usize))?;
+        let chunk = segment.read_bytes(
+            chunk_start,
+            SCAN_CHUNK_BYTES.min((file_len - chunk_start) as usize),
+        )?;
         for index in 0..chunk.len() {
             let Some(header) = chunk.get(index..index + FRAME_HEADER_BYTES + 1) else {
                 // Too close to the chunk's end to judge: the next chunk starts here.
                 break;
             };
-            let payload_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-            if !(MIN_PAYLOAD_BYTES..=MAX_PAYLOAD_BYTES).contains(&payload_len) || header[8] != FORMAT_VERSION {
+            let payload_len =
+                u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            if !(MIN_PAYLOAD_BYTES..=MAX_PAYLOAD_BYTES).contains(&payload_len)
+                || header[8] != FORMAT_VERSION
+            {
                 continue;
             }
             let offset = chunk_start + index as u64;
@@ -445,26 +503,14 @@ fn load_topics(index: &Index) -> Result<HashMap<String, u32>, StorageError> {
     let mut topics = HashMap::new();
     index.scan_from(CF_TOPICS, &[], |key, value| {
         if let (Ok(name), Some(id)) = (std::str::from_utf8(key), value.get(..4)) {
-            topics.insert(name.to_string(), u32::from_le_bytes([id[0], id[1], id[2], id[3]]));
+            topics.insert(
+                name.to_string(),
+                u32::from_le_bytes([id[0], id[1], id[2], id[3]]),
+            );
         }
         true
     })?;
     Ok(topics)
-}
-
-fn load_queue_next(index: &Index) -> Result<HashMap<(u32, u32), u64>, StorageError> {
-    let mut queues = HashMap::new();
-    index.scan_from(CF_QUEUES, &[], |key, value| {
-        if key.len() == 8
-            && let Some(next) = index::decode_u64(value)
-        {
-            let topic = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
-            let queue = u32::from_be_bytes([key[4], key[5], key[6], key[7]]);
-            queues.insert((topic, queue), next);
-        }
-        true
-    })?;
-    Ok(queues)
 }
 
 /// Deletes every derived entry whose log position matches `doomed`. Scans whole families, so it
@@ -494,38 +540,21 @@ fn remove_entries(index: &Index, doomed: impl Fn(u64) -> bool) -> Result<(), Sto
     index.write_derived(batch)
 }
 
-/// Next offset per queue from the last entry left in the queue index.
-fn recompute_queue_next(
-    index: &Index,
-    known: &HashMap<(u32, u32), u64>,
-) -> Result<HashMap<(u32, u32), u64>, StorageError> {
-    let mut next = HashMap::with_capacity(known.len());
-    for (topic, queue) in known.keys() {
-        let last = index.last_with_prefix(CF_QUEUE, &index::queue_prefix(*topic, *queue))?;
-        let offset = last.and_then(|(key, _)| index::decode_queue_key(&key)).map_or(0, |(_, _, offset)| offset + 1);
-        next.insert((*topic, *queue), offset);
-    }
-    let mut batch = WriteBatch::default();
-    let cf = index.cf(CF_QUEUES)?;
-    for ((topic, queue), offset) in &next {
-        index::put_u64(&mut batch, cf, &index::queue_prefix(*topic, *queue), *offset);
-    }
-    index.write_derived(batch)?;
-    Ok(next)
-}
-
 /// Readers' queue states: next offset from the log, earliest offset from the index.
 pub(crate) fn build_queue_states(
     index: &Index,
-    queue_next: &HashMap<(u32, u32), u64>,
+    queue_next: &HashMap<QueueId, u64>,
     log_start: u64,
-) -> Result<HashMap<(u32, u32), Arc<QueueState>>, StorageError> {
+) -> Result<HashMap<QueueId, Arc<QueueState>>, StorageError> {
     let mut states = HashMap::with_capacity(queue_next.len());
     for (&(topic, queue), &next) in queue_next {
         let min = first_retained_offset(index, topic, queue, log_start)?.unwrap_or(next);
         states.insert(
             (topic, queue),
-            Arc::new(QueueState { next_offset: AtomicU64::new(next), min_offset: AtomicU64::new(min) }),
+            Arc::new(QueueState {
+                next_offset: AtomicU64::new(next),
+                min_offset: AtomicU64::new(min),
+            }),
         );
     }
     Ok(states)
@@ -544,7 +573,10 @@ pub(crate) fn first_retained_offset(
         if !key.starts_with(&prefix) {
             return false;
         }
-        match (index::decode_queue_key(key), index::decode_queue_value(value)) {
+        match (
+            index::decode_queue_key(key),
+            index::decode_queue_value(value),
+        ) {
             (Some((_, _, offset)), Some(entry)) if entry.position >= log_start => {
                 found = Some(offset);
                 false

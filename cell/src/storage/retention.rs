@@ -15,7 +15,7 @@ use crate::error::StorageError;
 use crate::storage::index::{self, CF_META, CF_QUEUE, META_LOG_START};
 use crate::storage::segment::sync_dir;
 use crate::storage::writer::SealInfo;
-use crate::storage::{Storage, recovery};
+use crate::storage::{QueueId, Storage, recovery};
 
 /// What one retention run removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -35,7 +35,10 @@ impl Storage {
         let shared = &self.shared;
         let max_age_ms = shared.config.retention_max_age_ms;
         let max_total = shared.config.retention_max_total_bytes;
-        let mut report = RetentionReport { log_start: shared.log_start.load(Ordering::Acquire), ..Default::default() };
+        let mut report = RetentionReport {
+            log_start: shared.log_start.load(Ordering::Acquire),
+            ..Default::default()
+        };
         if max_age_ms.is_none() && max_total.is_none() {
             return Ok(report);
         }
@@ -46,7 +49,11 @@ impl Storage {
         let mut total: u64 = written_end.saturating_sub(report.log_start);
         let mut doomed = Vec::new();
         for segment in segments.iter().filter(|segment| segment.base < active_base) {
-            let seal = shared.index.get(CF_META, SealInfo::key(segment.base).as_bytes())?.as_deref().and_then(SealInfo::decode);
+            let seal = shared
+                .index
+                .get(CF_META, SealInfo::key(segment.base).as_bytes())?
+                .as_deref()
+                .and_then(SealInfo::decode);
             let len = segment.file_len()?;
             let too_old = match (max_age_ms, seal) {
                 (Some(max_age), Some(seal)) => now_ms.saturating_sub(seal.max_store_ms) > max_age,
@@ -59,11 +66,18 @@ impl Storage {
             total -= len;
             doomed.push((segment.clone(), len));
         }
-        let Some((last, last_len)) = doomed.last() else { return Ok(report) };
+        let Some((last, last_len)) = doomed.last() else {
+            return Ok(report);
+        };
         let new_start = last.base + last_len;
 
         let mut batch = WriteBatch::default();
-        index::put_u64(&mut batch, shared.index.cf(CF_META)?, META_LOG_START, new_start);
+        index::put_u64(
+            &mut batch,
+            shared.index.cf(CF_META)?,
+            META_LOG_START,
+            new_start,
+        );
         shared.index.write_synced(batch)?;
         shared.log_start.store(new_start, Ordering::Release);
         shared.index.set_log_start(new_start);
@@ -76,8 +90,9 @@ impl Storage {
         }
         let log_dir = shared.config.log_dir();
         for (segment, len) in &doomed {
-            std::fs::remove_file(&segment.path)
-                .map_err(|error| StorageError::io("remove expired segment", &segment.path, error))?;
+            std::fs::remove_file(&segment.path).map_err(|error| {
+                StorageError::io("remove expired segment", &segment.path, error)
+            })?;
             let mut batch = WriteBatch::default();
             batch.delete_cf(shared.index.cf(CF_META)?, SealInfo::key(segment.base));
             shared.index.write_synced(batch)?;
@@ -86,7 +101,12 @@ impl Storage {
         }
         sync_dir(&log_dir)?;
         report.log_start = new_start;
-        tracing::info!(removed = report.removed_segments, bytes = report.removed_bytes, log_start = new_start, "retention removed segments");
+        tracing::info!(
+            removed = report.removed_segments,
+            bytes = report.removed_bytes,
+            log_start = new_start,
+            "retention removed segments"
+        );
         Ok(report)
     }
 
@@ -94,13 +114,18 @@ impl Storage {
     /// index entries below it.
     fn advance_queue_minimums(&self, log_start: u64) -> Result<(), StorageError> {
         let shared = &self.shared;
-        let queues: Vec<((u32, u32), std::sync::Arc<crate::storage::QueueState>)> =
-            shared.queues.read().iter().map(|(key, state)| (*key, state.clone())).collect();
+        let queues: Vec<(QueueId, std::sync::Arc<crate::storage::QueueState>)> = shared
+            .queues
+            .read()
+            .iter()
+            .map(|(key, state)| (*key, state.clone()))
+            .collect();
         for ((topic, queue), state) in queues {
             let old_min = state.min_offset.load(Ordering::Acquire);
             let next = state.next_offset.load(Ordering::Acquire);
-            let new_min =
-                recovery::first_retained_offset(&shared.index, topic, queue, log_start)?.unwrap_or(next).max(old_min);
+            let new_min = recovery::first_retained_offset(&shared.index, topic, queue, log_start)?
+                .unwrap_or(next)
+                .max(old_min);
             if new_min > old_min {
                 state.min_offset.store(new_min, Ordering::Release);
                 shared.index.delete_range(

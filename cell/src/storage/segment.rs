@@ -72,7 +72,8 @@ impl Segment {
         let read = read_at_most(&self.file, &mut buffer, offset)
             .map_err(|error| StorageError::io("read segment", &self.path, error))?;
         buffer.truncate(read);
-        let frame_len = declared_frame_len(&buffer).ok_or_else(|| self.corrupt(offset, CodecError::Truncated))?;
+        let frame_len = declared_frame_len(&buffer)
+            .ok_or_else(|| self.corrupt(offset, CodecError::Truncated))?;
         if frame_len > FRAME_HEADER_BYTES + MAX_PAYLOAD_BYTES {
             return Err(self.corrupt(offset, CodecError::BadLength(frame_len)));
         }
@@ -110,7 +111,10 @@ impl Segment {
 /// The frame length a header declares, if the header is there.
 pub(crate) fn declared_frame_len(bytes: &[u8]) -> Option<usize> {
     let header = bytes.get(..4)?;
-    Some(FRAME_HEADER_BYTES + u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize)
+    Some(
+        FRAME_HEADER_BYTES
+            + u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize,
+    )
 }
 
 /// Positional read that stops early only at the end of the file.
@@ -138,15 +142,20 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 /// a file that looks like a segment but has a malformed name is an error.
 pub(crate) fn list_segments(dir: &Path) -> Result<BTreeMap<u64, PathBuf>, StorageError> {
     let mut segments = BTreeMap::new();
-    let entries = std::fs::read_dir(dir).map_err(|error| StorageError::io("list segments in", dir, error))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|error| StorageError::io("list segments in", dir, error))?;
     for entry in entries {
         let entry = entry.map_err(|error| StorageError::io("list segments in", dir, error))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else { continue };
-        let base = stem.parse::<u64>().map_err(|_| StorageError::SegmentLayout {
-            detail: format!("{} is not named by a log position", entry.path().display()),
-        })?;
+        let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else {
+            continue;
+        };
+        let base = stem
+            .parse::<u64>()
+            .map_err(|_| StorageError::SegmentLayout {
+                detail: format!("{} is not named by a log position", entry.path().display()),
+            })?;
         segments.insert(base, entry.path());
     }
     Ok(segments)
@@ -166,7 +175,10 @@ impl SegmentMap {
 
     /// The segment holding `position`.
     pub(crate) fn find(&self, position: u64) -> Option<Arc<Segment>> {
-        self.segments.range(..=position).next_back().map(|(_, segment)| Arc::clone(segment))
+        self.segments
+            .range(..=position)
+            .next_back()
+            .map(|(_, segment)| Arc::clone(segment))
     }
 
     pub(crate) fn remove(&mut self, base: u64) -> Option<Arc<Segment>> {

@@ -33,7 +33,12 @@ fn torn_tail_is_truncated_and_appends_continue() {
     let cfg = config(dir.path(), Durability::Async);
     {
         let storage = Storage::open(cfg.clone(), hlc()).unwrap();
-        append_visible(&storage, (0..20).map(|i| message("t", 0, &format!("m{i}"), b"body")).collect());
+        append_visible(
+            &storage,
+            (0..20)
+                .map(|i| message("t", 0, &format!("m{i}"), b"body"))
+                .collect(),
+        );
     }
     // A write cut short by a crash: the first half of a valid frame.
     let frame = Record {
@@ -58,21 +63,49 @@ fn torn_tail_is_truncated_and_appends_continue() {
     .unwrap();
     let active = segment_files(dir.path()).pop().unwrap();
     let len_before = std::fs::metadata(&active).unwrap().len();
-    std::fs::OpenOptions::new().append(true).open(&active).unwrap().write_all(&frame[..frame.len() / 2]).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&active)
+        .unwrap()
+        .write_all(&frame[..frame.len() / 2])
+        .unwrap();
 
     let storage = Storage::open(cfg.clone(), hlc()).unwrap();
-    assert_eq!(storage.recovery_report().truncated_bytes, (frame.len() / 2) as u64);
+    assert_eq!(
+        storage.recovery_report().truncated_bytes,
+        (frame.len() / 2) as u64
+    );
     assert_eq!(std::fs::metadata(&active).unwrap().len(), len_before);
-    assert_eq!(storage.read_queue("t", 0, 0, 100, usize::MAX).unwrap().len(), 20);
+    assert_eq!(
+        storage
+            .read_queue("t", 0, 0, 100, usize::MAX)
+            .unwrap()
+            .len(),
+        20
+    );
     assert!(storage.read_by_id("torn").unwrap().is_none());
-    assert_eq!(append_visible(&storage, vec![message("t", 0, "after", b"x")])[0].queue_offset, 20);
+    assert_eq!(
+        append_visible(&storage, vec![message("t", 0, "after", b"x")])[0].queue_offset,
+        20
+    );
     drop(storage);
 
     // Zeros after the last record (a file extended but never written) are a torn tail too.
-    std::fs::OpenOptions::new().append(true).open(&active).unwrap().write_all(&[0u8; 4096]).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&active)
+        .unwrap()
+        .write_all(&[0u8; 4096])
+        .unwrap();
     let storage = Storage::open(cfg, hlc()).unwrap();
     assert_eq!(storage.recovery_report().truncated_bytes, 4096);
-    assert_eq!(storage.read_queue("t", 0, 0, 100, usize::MAX).unwrap().len(), 21);
+    assert_eq!(
+        storage
+            .read_queue("t", 0, 0, 100, usize::MAX)
+            .unwrap()
+            .len(),
+        21
+    );
 }
 
 /// Flips one byte inside the body of the record with the given id; returns the segment file and
@@ -83,7 +116,11 @@ fn corrupt_record(storage: &Storage, id: &str) -> (PathBuf, u64) {
     let segment = storage.shared.segments.read().find(position).unwrap();
     let offset_in_segment = position - segment.base;
     let body_at = offset_in_segment + record.frame_len() as u64 - 10;
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(&segment.path).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&segment.path)
+        .unwrap();
     let mut byte = [0u8; 1];
     file.read_exact_at(&mut byte, body_at).unwrap();
     byte[0] ^= 0x5a;
@@ -98,22 +135,41 @@ fn corruption_in_a_sealed_segment_stops_start_up_and_names_the_place() {
     let cfg = small_segments(dir.path(), Durability::Sync);
     let (path, offset) = {
         let storage = Storage::open(cfg.clone(), hlc()).unwrap();
-        append_visible(&storage, (0..60).map(|i| message("t", 0, &format!("m{i}"), &[3; 300])).collect());
+        append_visible(
+            &storage,
+            (0..60)
+                .map(|i| message("t", 0, &format!("m{i}"), &[3; 300]))
+                .collect(),
+        );
         assert!(segment_files(dir.path()).len() >= 4);
         corrupt_record(&storage, "m5")
     };
-    assert_ne!(&path, segment_files(dir.path()).last().unwrap(), "m5 must be in a sealed segment");
+    assert_ne!(
+        &path,
+        segment_files(dir.path()).last().unwrap(),
+        "m5 must be in a sealed segment"
+    );
     let error = Storage::open(cfg.clone(), hlc()).unwrap_err();
     match &error {
-        StorageError::Corrupt { segment, offset_in_segment, .. } => {
+        StorageError::Corrupt {
+            segment,
+            offset_in_segment,
+            ..
+        } => {
             assert_eq!(segment, &path);
             assert_eq!(*offset_in_segment, offset);
         }
         other => panic!("expected corruption, got {other}"),
     }
     let text = error.to_string();
-    assert!(text.contains(&path.display().to_string()) && text.contains(&offset.to_string()), "{text}");
-    assert!(text.contains("repair"), "the message says how to proceed: {text}");
+    assert!(
+        text.contains(&path.display().to_string()) && text.contains(&offset.to_string()),
+        "{text}"
+    );
+    assert!(
+        text.contains("repair"),
+        "the message says how to proceed: {text}"
+    );
 
     // Repair skips exactly the damaged record and keeps everything else.
     let mut repair = cfg;
@@ -125,7 +181,10 @@ fn corruption_in_a_sealed_segment_stops_start_up_and_names_the_place() {
     let offsets: Vec<u64> = records.iter().map(|r| r.queue_offset).collect();
     assert_eq!(records.len(), 59);
     assert!(!offsets.contains(&5));
-    assert_eq!(append_visible(&storage, vec![message("t", 0, "new", b"x")])[0].queue_offset, 60);
+    assert_eq!(
+        append_visible(&storage, vec![message("t", 0, "new", b"x")])[0].queue_offset,
+        60
+    );
 }
 
 #[test]
@@ -134,11 +193,19 @@ fn corruption_before_valid_records_in_the_active_segment_is_not_a_torn_tail() {
     let cfg = config(dir.path(), Durability::Sync);
     {
         let storage = Storage::open(cfg.clone(), hlc()).unwrap();
-        append_visible(&storage, (0..20).map(|i| message("t", 0, &format!("m{i}"), &[3; 100])).collect());
+        append_visible(
+            &storage,
+            (0..20)
+                .map(|i| message("t", 0, &format!("m{i}"), &[3; 100]))
+                .collect(),
+        );
         corrupt_record(&storage, "m10");
     }
     let error = Storage::open(cfg, hlc()).unwrap_err();
-    assert!(matches!(error, StorageError::Corrupt { .. }), "acknowledged records after the damage must not be truncated away: {error}");
+    assert!(
+        matches!(error, StorageError::Corrupt { .. }),
+        "acknowledged records after the damage must not be truncated away: {error}"
+    );
 }
 
 #[test]
@@ -147,11 +214,23 @@ fn unchanged_sealed_segments_are_not_reread() {
     let cfg = small_segments(dir.path(), Durability::Async);
     {
         let storage = Storage::open(cfg.clone(), hlc()).unwrap();
-        append_visible(&storage, (0..100).map(|i| message("t", 0, &format!("m{i}"), &[3; 300])).collect());
+        append_visible(
+            &storage,
+            (0..100)
+                .map(|i| message("t", 0, &format!("m{i}"), &[3; 300]))
+                .collect(),
+        );
     }
     let storage = Storage::open(cfg.clone(), hlc()).unwrap();
-    let total: u64 = segment_files(dir.path()).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
-    assert!(storage.recovery_report().scanned_bytes < total / 2, "{:?}", storage.recovery_report());
+    let total: u64 = segment_files(dir.path())
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(
+        storage.recovery_report().scanned_bytes < total / 2,
+        "{:?}",
+        storage.recovery_report()
+    );
     drop(storage);
     let mut all = cfg;
     all.verify_on_open = VerifyOnOpen::All;
@@ -165,20 +244,37 @@ fn retention_by_size_removes_whole_segments_and_reports_the_earliest_offset() {
     let mut cfg = small_segments(dir.path(), Durability::Async);
     cfg.retention_max_total_bytes = Some(3 * 4096);
     let storage = Storage::open(cfg.clone(), hlc()).unwrap();
-    append_visible(&storage, (0..100).map(|i| message("t", i % 2, &format!("m{i}"), &[3; 300])).collect());
+    append_visible(
+        &storage,
+        (0..100)
+            .map(|i| message("t", i % 2, &format!("m{i}"), &[3; 300]))
+            .collect(),
+    );
     let files_before = segment_files(dir.path()).len();
     let report = storage.enforce_retention().unwrap();
     assert!(report.removed_segments > 0);
-    assert_eq!(segment_files(dir.path()).len(), files_before - report.removed_segments);
-    let on_disk: u64 = segment_files(dir.path()).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    assert_eq!(
+        segment_files(dir.path()).len(),
+        files_before - report.removed_segments
+    );
+    let on_disk: u64 = segment_files(dir.path())
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
     assert!(on_disk <= 3 * 4096 + 4096, "{on_disk}");
     let range = storage.queue_range("t", 0).unwrap();
     assert!(range.earliest > 0);
     match storage.read_queue("t", 0, 0, 10, usize::MAX).unwrap_err() {
-        StorageError::OutOfRange { earliest, requested: 0, .. } => assert_eq!(earliest, range.earliest),
+        StorageError::OutOfRange {
+            earliest,
+            requested: 0,
+            ..
+        } => assert_eq!(earliest, range.earliest),
         other => panic!("expected out of range, got {other}"),
     }
-    let first = storage.read_queue("t", 0, range.earliest, 1, usize::MAX).unwrap();
+    let first = storage
+        .read_queue("t", 0, range.earliest, 1, usize::MAX)
+        .unwrap();
     assert_eq!(first[0].queue_offset, range.earliest);
     assert!(storage.read_by_id("m0").unwrap().is_none());
     assert!(storage.read_by_key("t", "key-m0", 10).unwrap().is_empty());
@@ -188,7 +284,11 @@ fn retention_by_size_removes_whole_segments_and_reports_the_earliest_offset() {
     drop(storage);
 
     let storage = Storage::open(cfg, hlc()).unwrap();
-    assert_eq!(storage.queue_range("t", 0).unwrap(), range, "the retained range survives a restart");
+    assert_eq!(
+        storage.queue_range("t", 0).unwrap(),
+        range,
+        "the retained range survives a restart"
+    );
     assert!(storage.read_by_id("m99").unwrap().is_some());
 }
 
@@ -199,15 +299,29 @@ fn ten_thousand_queues() {
     let queues = 10_000u32;
     for chunk in 0..4 {
         let batch: Vec<NewRecord> = (0..queues)
-            .map(|queue| message(&format!("topic-{}", queue % 100), queue, &format!("{chunk}-{queue}"), &[1; 64]))
+            .map(|queue| {
+                message(
+                    &format!("topic-{}", queue % 100),
+                    queue,
+                    &format!("{chunk}-{queue}"),
+                    &[1; 64],
+                )
+            })
             .collect();
         append_visible(&storage, batch);
     }
     assert_eq!(storage.queues().len(), queues as usize);
     for queue in (0..queues).step_by(97) {
-        let records = storage.read_queue(&format!("topic-{}", queue % 100), queue, 0, 10, usize::MAX).unwrap();
+        let records = storage
+            .read_queue(&format!("topic-{}", queue % 100), queue, 0, 10, usize::MAX)
+            .unwrap();
         let ids: Vec<String> = records.iter().map(|r| r.message_id.clone()).collect();
-        assert_eq!(ids, (0..4).map(|chunk| format!("{chunk}-{queue}")).collect::<Vec<_>>());
+        assert_eq!(
+            ids,
+            (0..4)
+                .map(|chunk| format!("{chunk}-{queue}"))
+                .collect::<Vec<_>>()
+        );
     }
     // Per-message cost does not depend on the queue count: one write call and one index batch
     // per group of appends, whatever the number of queues the group touches.
@@ -221,7 +335,11 @@ fn ten_thousand_queues() {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Append { queue: u32, count: usize, body_len: usize },
+    Append {
+        queue: u32,
+        count: usize,
+        body_len: usize,
+    },
     Reopen,
 }
 

@@ -15,7 +15,7 @@ use crate::storage::index::{self, CF_META, CF_TOPICS};
 use crate::storage::indexer::{IndexBatch, IndexEntry};
 use crate::storage::record::{NewRecord, Origin, Record, RecordKind};
 use crate::storage::segment::Segment;
-use crate::storage::{AppendJob, AppendReply, Appended, Durability, PendingAck, Shared};
+use crate::storage::{AppendJob, AppendReply, Appended, Durability, PendingAck, QueueId, Shared};
 
 /// What only the writer thread touches.
 pub(crate) struct WriterState {
@@ -23,7 +23,7 @@ pub(crate) struct WriterState {
     /// Bytes already in the active segment.
     active_len: u64,
     /// Next offset to assign per (topic id, queue id).
-    queue_next: HashMap<(u32, u32), u64>,
+    queue_next: HashMap<QueueId, u64>,
     topics: HashMap<String, u32>,
     next_topic_id: u32,
     /// Newest store timestamp in the active segment, recorded when it is sealed (retention by age).
@@ -35,7 +35,7 @@ impl WriterState {
     pub(crate) fn new(
         active: Arc<Segment>,
         active_len: u64,
-        queue_next: HashMap<(u32, u32), u64>,
+        queue_next: HashMap<QueueId, u64>,
         topics: HashMap<String, u32>,
         active_max_store_ms: u64,
     ) -> Self {
@@ -82,15 +82,23 @@ impl SealInfo {
     }
 
     pub(crate) fn of_file(segment: &Segment, max_store_ms: u64) -> Result<Self, StorageError> {
-        let metadata =
-            segment.file.metadata().map_err(|error| StorageError::io("stat segment", &segment.path, error))?;
-        Ok(SealInfo { len: metadata.len(), mtime_ns: mtime_ns(&metadata), max_store_ms })
+        let metadata = segment
+            .file
+            .metadata()
+            .map_err(|error| StorageError::io("stat segment", &segment.path, error))?;
+        Ok(SealInfo {
+            len: metadata.len(),
+            mtime_ns: mtime_ns(&metadata),
+            max_store_ms,
+        })
     }
 }
 
 pub(crate) fn mtime_ns(metadata: &std::fs::Metadata) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    (metadata.mtime() as u64).saturating_mul(1_000_000_000).saturating_add(metadata.mtime_nsec() as u64)
+    (metadata.mtime() as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(metadata.mtime_nsec() as u64)
 }
 
 /// Jobs of one group plus the results assigned so far.
@@ -131,7 +139,10 @@ pub(crate) fn run(
 }
 
 fn estimate(job: &AppendJob) -> usize {
-    job.records.iter().map(|record| 128 + record.body.len()).sum()
+    job.records
+        .iter()
+        .map(|record| 128 + record.body.len())
+        .sum()
 }
 
 fn fail_all(batch: Vec<AppendJob>, error: &StorageError) {
@@ -143,16 +154,25 @@ fn fail_all(batch: Vec<AppendJob>, error: &StorageError) {
 /// Errors are not `Clone` (they carry OS errors); the writer only ever needs to repeat these.
 pub(crate) fn clone_error(error: &StorageError) -> StorageError {
     match error {
-        StorageError::Poisoned { operation, cause } => {
-            StorageError::Poisoned { operation, cause: Arc::clone(cause) }
-        }
+        StorageError::Poisoned { operation, cause } => StorageError::Poisoned {
+            operation,
+            cause: Arc::clone(cause),
+        },
         StorageError::InvalidRecord(codec) => StorageError::InvalidRecord(codec.clone()),
         _ => StorageError::Closed,
     }
 }
 
-fn write_group(shared: &Shared, state: &mut WriterState, batch: Vec<AppendJob>, index_tx: &Sender<IndexBatch>) {
-    let mut group = Group { accepted: Vec::with_capacity(batch.len()), entries: Vec::new() };
+fn write_group(
+    shared: &Shared,
+    state: &mut WriterState,
+    batch: Vec<AppendJob>,
+    index_tx: &Sender<IndexBatch>,
+) {
+    let mut group = Group {
+        accepted: Vec::with_capacity(batch.len()),
+        entries: Vec::new(),
+    };
     state.buffer.clear();
     for AppendJob { records, reply } in batch {
         match stage_job(shared, state, records, &mut group.entries) {
@@ -173,7 +193,14 @@ fn write_group(shared: &Shared, state: &mut WriterState, batch: Vec<AppendJob>, 
     }
     let end = state.active.base + state.active_len;
     shared.written_end.store(end, Ordering::Release);
-    if !group.entries.is_empty() && index_tx.send(IndexBatch { end, entries: group.entries }).is_err() {
+    if !group.entries.is_empty()
+        && index_tx
+            .send(IndexBatch {
+                end,
+                entries: group.entries,
+            })
+            .is_err()
+    {
         tracing::error!("indexer stopped; records stay unindexed until restart");
     }
     match shared.config.durability {
@@ -184,7 +211,10 @@ fn write_group(shared: &Shared, state: &mut WriterState, batch: Vec<AppendJob>, 
         }
         Durability::Sync => {
             let mut queue = shared.flush_queue.lock();
-            queue.pending.push_back(PendingAck { end, replies: group.accepted });
+            queue.pending.push_back(PendingAck {
+                end,
+                replies: group.accepted,
+            });
             shared.flush_signal.notify_one();
         }
     }
@@ -216,7 +246,11 @@ fn stage_job(
             store_timestamp_ms: 0,
             hlc: 0,
             delivery_timestamp_ms: new.delivery_timestamp_ms,
-            origin: new.replicated.as_ref().map(|from| from.origin.clone()).unwrap_or_default(),
+            origin: new
+                .replicated
+                .as_ref()
+                .map(|from| from.origin.clone())
+                .unwrap_or_default(),
         };
         record.check_encodable()?;
         let topic_id = ensure_topic(shared, state, &record.topic)?;
@@ -237,7 +271,10 @@ fn stage_job(
             None => record.hlc = local_stamp,
         }
         record.store_timestamp_ms = stamp_ms(local_stamp);
-        let next = state.queue_next.entry((topic_id, record.queue_id)).or_insert(0);
+        let next = state
+            .queue_next
+            .entry((topic_id, record.queue_id))
+            .or_insert(0);
         record.queue_offset = *next;
         *next += 1;
         let frame_len = record.frame_len() as u64;
@@ -248,7 +285,10 @@ fn stage_job(
         }
         let position = state.active.base + state.active_len + state.buffer.len() as u64;
         if replicated_hlc.is_none() {
-            record.origin = Origin { region: shared.config.region.clone(), offset: position };
+            record.origin = Origin {
+                region: shared.config.region.clone(),
+                offset: position,
+            };
         }
         record.encode_into(&mut state.buffer);
         state.active_max_store_ms = state.active_max_store_ms.max(record.store_timestamp_ms);
@@ -258,8 +298,14 @@ fn stage_job(
             store_timestamp_ms: record.store_timestamp_ms,
             hlc: record.hlc,
         });
-        shared.counters.appended_records.fetch_add(1, Ordering::Relaxed);
-        shared.counters.appended_bytes.fetch_add(frame_len, Ordering::Relaxed);
+        shared
+            .counters
+            .appended_records
+            .fetch_add(1, Ordering::Relaxed);
+        shared
+            .counters
+            .appended_bytes
+            .fetch_add(frame_len, Ordering::Relaxed);
         entries.push(IndexEntry {
             topic_id,
             queue_id: record.queue_id,
@@ -275,13 +321,21 @@ fn stage_job(
 }
 
 /// The id of a topic, allocating and persisting one for a new topic.
-fn ensure_topic(shared: &Shared, state: &mut WriterState, topic: &str) -> Result<u32, StorageError> {
+fn ensure_topic(
+    shared: &Shared,
+    state: &mut WriterState,
+    topic: &str,
+) -> Result<u32, StorageError> {
     if let Some(id) = state.topics.get(topic) {
         return Ok(*id);
     }
     let id = state.next_topic_id;
     let mut batch = rocksdb::WriteBatch::default();
-    batch.put_cf(shared.index.cf(CF_TOPICS)?, topic.as_bytes(), id.to_le_bytes());
+    batch.put_cf(
+        shared.index.cf(CF_TOPICS)?,
+        topic.as_bytes(),
+        id.to_le_bytes(),
+    );
     shared.index.write_synced(batch)?;
     state.next_topic_id += 1;
     state.topics.insert(topic.to_string(), id);
@@ -295,7 +349,11 @@ fn flush_buffer(shared: &Shared, state: &mut WriterState) -> Result<(), StorageE
     if state.buffer.is_empty() {
         return Ok(());
     }
-    if let Err(error) = state.active.file.write_all_at(&state.buffer, state.active_len) {
+    if let Err(error) = state
+        .active
+        .file
+        .write_all_at(&state.buffer, state.active_len)
+    {
         shared.poison("write", error);
         return Err(shared.poison_error().unwrap_or(StorageError::Closed));
     }
@@ -314,7 +372,11 @@ fn roll_segment(shared: &Shared, state: &mut WriterState) -> Result<(), StorageE
     shared.counters.fsync_calls.fetch_add(1, Ordering::Relaxed);
     let seal = SealInfo::of_file(&state.active, state.active_max_store_ms)?;
     let mut batch = rocksdb::WriteBatch::default();
-    batch.put_cf(shared.index.cf(CF_META)?, SealInfo::key(state.active.base), seal.encode());
+    batch.put_cf(
+        shared.index.cf(CF_META)?,
+        SealInfo::key(state.active.base),
+        seal.encode(),
+    );
     shared.index.write_synced(batch)?;
     let base = state.active.base + state.active_len;
     let segment = Arc::new(Segment::create(&shared.config.log_dir(), base)?);

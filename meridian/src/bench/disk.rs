@@ -19,9 +19,19 @@ pub(crate) struct FsyncFigures {
 }
 
 /// Appends `block_bytes` and fdatasyncs, repeatedly for `duration` (at most `max_fsyncs` times).
-pub(crate) fn probe(dir: &Path, block_bytes: usize, duration: Duration, max_fsyncs: u64) -> anyhow::Result<FsyncFigures> {
+pub(crate) fn probe(
+    dir: &Path,
+    block_bytes: usize,
+    duration: Duration,
+    max_fsyncs: u64,
+) -> anyhow::Result<FsyncFigures> {
     let path = dir.join(format!("fsync-probe-{block_bytes}.dat"));
-    let mut file = OpenOptions::new().create(true).truncate(true).write(true).open(&path).context("fsync probe file")?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .context("fsync probe file")?;
     let block = vec![0xa5u8; block_bytes];
     let mut histogram = super::new_histogram()?;
     let started = Instant::now();
@@ -37,5 +47,11 @@ pub(crate) fn probe(dir: &Path, block_bytes: usize, duration: Duration, max_fsyn
     drop(file);
     std::fs::remove_file(&path).context("removing the fsync probe file")?;
     let (p50_us, p99_us, p999_us) = super::percentiles_us(&histogram);
-    Ok(FsyncFigures { block_bytes, fsyncs_per_s: count as f64 / elapsed, p50_us, p99_us, p999_us })
+    Ok(FsyncFigures {
+        block_bytes,
+        fsyncs_per_s: count as f64 / elapsed,
+        p50_us,
+        p99_us,
+        p999_us,
+    })
 }

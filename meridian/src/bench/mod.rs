@@ -25,5 +25,9 @@ pub(crate) fn percentiles_us(histogram: &hdrhistogram::Histogram<u64>) -> (f64, 
 
 pub(crate) fn new_histogram() -> anyhow::Result<hdrhistogram::Histogram<u64>> {
     // 1 ns .. 60 s at 3 significant digits.
-    Ok(hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3)?)
+    Ok(hdrhistogram::Histogram::new_with_bounds(
+        1,
+        60_000_000_000,
+        3,
+    )?)
 }

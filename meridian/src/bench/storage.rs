@@ -11,8 +11,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use meridian_cell::storage::{Durability, NewRecord, Storage, StorageConfig};
 use meridian_cell::Hlc;
+use meridian_cell::storage::{Durability, NewRecord, Storage, StorageConfig};
 
 use super::disk;
 
@@ -76,14 +76,33 @@ struct RecoveryFigures {
 }
 
 pub(crate) fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
     let fsync_4k = disk::probe(&args.dir, 4096, Duration::from_secs(3), 5_000)?;
     let fsync_256k = disk::probe(&args.dir, 256 << 10, Duration::from_secs(2), 2_000)?;
     if !args.json {
-        println!("disk: append+fdatasync 4 KiB: {:.0}/s p50 {:.0} us p99 {:.0} us p99.9 {:.0} us", fsync_4k.fsyncs_per_s, fsync_4k.p50_us, fsync_4k.p99_us, fsync_4k.p999_us);
-        println!("disk: append+fdatasync 256 KiB: {:.0}/s p50 {:.0} us p99 {:.0} us p99.9 {:.0} us", fsync_256k.fsyncs_per_s, fsync_256k.p50_us, fsync_256k.p99_us, fsync_256k.p999_us);
+        println!(
+            "disk: append+fdatasync 4 KiB: {:.0}/s p50 {:.0} us p99 {:.0} us p99.9 {:.0} us",
+            fsync_4k.fsyncs_per_s, fsync_4k.p50_us, fsync_4k.p99_us, fsync_4k.p999_us
+        );
+        println!(
+            "disk: append+fdatasync 256 KiB: {:.0}/s p50 {:.0} us p99 {:.0} us p99.9 {:.0} us",
+            fsync_256k.fsyncs_per_s, fsync_256k.p50_us, fsync_256k.p99_us, fsync_256k.p999_us
+        );
         println!();
-        println!("{:<6} {:>6} {:>9} {:>12} {:>9} {:>10} {:>10} {:>10} {:>11} {:>9}", "mode", "body", "appenders", "appends/s", "MB/s", "p50 us", "p99 us", "p99.9 us", "per fsync", "cpu us");
+        println!(
+            "{:<6} {:>6} {:>9} {:>12} {:>9} {:>10} {:>10} {:>10} {:>11} {:>9}",
+            "mode",
+            "body",
+            "appenders",
+            "appends/s",
+            "MB/s",
+            "p50 us",
+            "p99 us",
+            "p99.9 us",
+            "per fsync",
+            "cpu us"
+        );
     }
     let mut cases = Vec::new();
     for &mode in &args.modes {
@@ -111,11 +130,18 @@ pub(crate) fn run(args: StorageBenchArgs) -> anyhow::Result<()> {
             scaling.push(figures);
         }
     }
-    let recovery = if args.recovery_mib > 0 { Some(measure_recovery(&args)?) } else { None };
+    let recovery = if args.recovery_mib > 0 {
+        Some(measure_recovery(&args)?)
+    } else {
+        None
+    };
     if let (Some(recovery), false) = (&recovery, args.json) {
         println!(
             "\nrecovery: {} MiB written; clean reopen {:.2} s/GiB; full re-index {:.2} s/GiB ({} records)",
-            recovery.written_mib, recovery.reopen_s_per_gib, recovery.full_reindex_s_per_gib, recovery.reindexed_records
+            recovery.written_mib,
+            recovery.reopen_s_per_gib,
+            recovery.full_reindex_s_per_gib,
+            recovery.reindexed_records
         );
     }
     if args.json {
@@ -157,22 +183,38 @@ fn fresh_dir(root: &Path, name: &str) -> anyhow::Result<PathBuf> {
 fn open(dir: &Path, mode: Durability) -> anyhow::Result<Storage> {
     let mut config = StorageConfig::new(dir, "bench");
     config.durability = mode;
-    Storage::open(config, Arc::new(Hlc::system(Duration::from_millis(500)))).context("opening the storage")
+    Storage::open(config, Arc::new(Hlc::system(Duration::from_millis(500))))
+        .context("opening the storage")
 }
 
 /// Process CPU time (user + system) from /proc, in microseconds.
 fn process_cpu_us() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0 };
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
     // Fields after the command name (which is in parentheses and may contain spaces).
-    let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest) else { return 0 };
+    let Some(after) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return 0;
+    };
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|field| field.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime and stime are fields 14 and 15 of the whole line, 11 and 12 after the name; Linux
     // reports them in units of 1/100 s.
     (ticks(11) + ticks(12)) * 10_000
 }
 
-fn run_case(args: &StorageBenchArgs, mode: Durability, size: usize, appenders: usize, queues: u32) -> anyhow::Result<CaseFigures> {
+fn run_case(
+    args: &StorageBenchArgs,
+    mode: Durability,
+    size: usize,
+    appenders: usize,
+    queues: u32,
+) -> anyhow::Result<CaseFigures> {
     let dir = fresh_dir(&args.dir, "case")?;
     let storage = Arc::new(open(&dir, mode)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -228,7 +270,10 @@ fn run_case(args: &StorageBenchArgs, mode: Durability, size: usize, appenders: u
             total.add(&histogram)?;
             appends += count;
         }
-        let elapsed = measure_from.elapsed().min(measured + Duration::from_millis(50)).as_secs_f64();
+        let elapsed = measure_from
+            .elapsed()
+            .min(measured + Duration::from_millis(50))
+            .as_secs_f64();
         let cpu_us = process_cpu_us().saturating_sub(cpu_at_start.load(Ordering::Relaxed));
         let _ = fsync_mark;
         anyhow::Ok((total, appends, elapsed, cpu_us))
@@ -242,10 +287,7 @@ fn run_case(args: &StorageBenchArgs, mode: Durability, size: usize, appenders: u
     let (p50_us, p99_us, p999_us) = super::percentiles_us(&histogram);
     let appends_per_s = appends as f64 / elapsed;
     Ok(CaseFigures {
-        mode: match mode {
-            Durability::Sync => "sync".into(),
-            Durability::Async => "async".into(),
-        },
+        mode: mode.to_string(),
         body_bytes: size,
         appenders,
         queues,
@@ -255,8 +297,16 @@ fn run_case(args: &StorageBenchArgs, mode: Durability, size: usize, appenders: u
         p50_us,
         p99_us,
         p999_us,
-        appends_per_fsync: if fsyncs == 0 { f64::NAN } else { appends as f64 / fsyncs as f64 },
-        cpu_us_per_append: if appends == 0 { 0.0 } else { cpu_us as f64 / appends as f64 },
+        appends_per_fsync: if fsyncs == 0 {
+            f64::NAN
+        } else {
+            appends as f64 / fsyncs as f64
+        },
+        cpu_us_per_append: if appends == 0 {
+            0.0
+        } else {
+            cpu_us as f64 / appends as f64
+        },
     })
 }
 
@@ -265,7 +315,10 @@ fn measure_recovery(args: &StorageBenchArgs) -> anyhow::Result<RecoveryFigures> 
     let target_bytes = args.recovery_mib << 20;
     {
         let storage = Arc::new(open(&dir, Durability::Async)?);
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
         runtime.block_on(async {
             let body = vec![7u8; 1024];
             let mut tasks = Vec::new();
@@ -274,7 +327,8 @@ fn measure_recovery(args: &StorageBenchArgs) -> anyhow::Result<RecoveryFigures> 
                 let body = body.clone();
                 tasks.push(tokio::spawn(async move {
                     for seq in 0..MAX_APPENDS_PER_CASE / 64 {
-                        if storage.counters().appended_bytes.load(Ordering::Relaxed) >= target_bytes {
+                        if storage.counters().appended_bytes.load(Ordering::Relaxed) >= target_bytes
+                        {
                             break;
                         }
                         let record = NewRecord {
@@ -305,7 +359,8 @@ fn measure_recovery(args: &StorageBenchArgs) -> anyhow::Result<RecoveryFigures> 
     let started = Instant::now();
     drop(open(&dir, Durability::Async)?);
     let reopen = started.elapsed().as_secs_f64();
-    std::fs::remove_dir_all(dir.join("index")).context("removing the index for the re-index measurement")?;
+    std::fs::remove_dir_all(dir.join("index"))
+        .context("removing the index for the re-index measurement")?;
     let started = Instant::now();
     let storage = open(&dir, Durability::Async)?;
     let reindex = started.elapsed().as_secs_f64();

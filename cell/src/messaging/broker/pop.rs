@@ -1,0 +1,493 @@
+//! Per-message (simple / pop) consumption: receive with long polling, ack, change of invisible
+//! duration, nack with backoff, and dead-lettering.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::error::StorageError;
+use crate::messaging::error::MessagingError;
+use crate::messaging::filter::Filter;
+use crate::messaging::message::{PROP_DLQ_ATTEMPTS, PROP_DLQ_ORIGIN_TOPIC, ReceivedMessage};
+use crate::messaging::names;
+use crate::messaging::pop::{Delivery, PopQueue, ReceiptHandle};
+use crate::messaging::topic::{GroupConfig, TopicConfig, TopicMessageType};
+use crate::storage::{NewRecord, Record};
+
+use super::keys::pop_key;
+use super::trace::TraceKind;
+use super::{Broker, PopSlot};
+
+/// Upper bound on how often one receive re-checks for messages while long polling; each round
+/// waits for an event, so this only guards against a storm of irrelevant wake-ups.
+const MAX_LONG_POLL_ROUNDS: usize = 100_000;
+/// Upper bound on log reads while filling one queue's state in one receive.
+const MAX_FILL_READS_PER_QUEUE: usize = 64;
+
+/// What a receipt handle resolves to: the group, the topic, the decoded handle and the state
+/// of its queue.
+type HandleTarget = (
+    GroupConfig,
+    TopicConfig,
+    ReceiptHandle,
+    Arc<tokio::sync::Mutex<PopSlot>>,
+);
+
+/// A receive call.
+#[derive(Debug, Clone)]
+pub struct ReceiveRequest {
+    /// Consumer group.
+    pub group: String,
+    /// Topic (or a group's dead-letter topic).
+    pub topic: String,
+    /// A single queue, or `None` for any queue of the topic.
+    pub queue_id: Option<u32>,
+    /// Which messages the group wants; the others are skipped for this group.
+    pub filter: Filter,
+    /// Most messages to return.
+    pub max_messages: usize,
+    /// How long received messages stay invisible to other receives.
+    pub invisible_duration_ms: u64,
+    /// How long to wait when nothing is available.
+    pub long_polling_ms: u64,
+}
+
+impl Broker {
+    /// The shared consumption state of (group, topic, queue), loaded from storage on first use.
+    fn pop_slot(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+    ) -> Result<Arc<tokio::sync::Mutex<PopSlot>>, MessagingError> {
+        let key = (group.to_string(), topic.to_string(), queue_id);
+        let mut slots = self.pop.lock();
+        if let Some(slot) = slots.get(&key) {
+            return Ok(Arc::clone(slot));
+        }
+        let state_key = pop_key(group, topic, queue_id);
+        let (queue, persisted) = match self.get_state(&state_key)? {
+            Some(bytes) => {
+                let queue =
+                    PopQueue::decode(&bytes).ok_or_else(|| MessagingError::CorruptState {
+                        key: String::from_utf8_lossy(&state_key).into_owned(),
+                        reason: "undecodable consumer state",
+                    })?;
+                (queue, bytes)
+            }
+            None => {
+                // A group new to this queue starts at the earliest retained message.
+                let start = self
+                    .storage
+                    .queue_range(topic, queue_id)
+                    .map_or(0, |range| range.earliest);
+                (PopQueue::new(queue_id, start), Vec::new())
+            }
+        };
+        let slot = Arc::new(tokio::sync::Mutex::new(PopSlot { queue, persisted }));
+        slots.insert(key, Arc::clone(&slot));
+        Ok(slot)
+    }
+
+    fn persist_slot(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+        slot: &mut PopSlot,
+    ) -> Result<(), MessagingError> {
+        let bytes = slot.queue.encode();
+        if bytes != slot.persisted {
+            self.put_state(&pop_key(group, topic, queue_id), &bytes)?;
+            slot.persisted = bytes;
+        }
+        Ok(())
+    }
+
+    /// Receives up to `max_messages`, waiting up to `long_polling_ms` for the first one. Returns
+    /// an empty list when nothing arrived in time.
+    pub async fn receive(
+        &self,
+        request: &ReceiveRequest,
+    ) -> Result<Vec<ReceivedMessage>, MessagingError> {
+        self.config
+            .limits
+            .check_receive(request.max_messages, request.long_polling_ms)?;
+        self.config
+            .limits
+            .check_invisible_duration(request.invisible_duration_ms)?;
+        let group = self.group(&request.group)?;
+        let topic = self.consumable_topic(&request.topic)?;
+        if let Some(queue_id) = request.queue_id {
+            self.check_queue(&topic, queue_id)?;
+        }
+        let _poll = self.admit_poll(request.long_polling_ms)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(request.long_polling_ms);
+        let mut visible = self.storage.subscribe();
+        let mut consumer_events = self.consumer_events.subscribe();
+        for _ in 0..MAX_LONG_POLL_ROUNDS {
+            // Mark the current versions seen before looking, so a change during the look wakes us.
+            visible.borrow_and_update();
+            consumer_events.borrow_and_update();
+            let (messages, wakeup_ms) = self.receive_once(request, &group, &topic).await?;
+            if !messages.is_empty() {
+                return Ok(messages);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let mut until = deadline;
+            if let Some(wakeup_ms) = wakeup_ms {
+                let wait = Duration::from_millis(wakeup_ms.saturating_sub(self.now_ms()));
+                until = until.min(now + wait);
+            }
+            tokio::select! {
+                _ = visible.changed() => {}
+                _ = consumer_events.changed() => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// One look at the queues; returns what could be delivered and when something might change.
+    async fn receive_once(
+        &self,
+        request: &ReceiveRequest,
+        group: &GroupConfig,
+        topic: &TopicConfig,
+    ) -> Result<(Vec<ReceivedMessage>, Option<u64>), MessagingError> {
+        let queue_ids: Vec<u32> = match request.queue_id {
+            Some(queue_id) => vec![queue_id],
+            None => {
+                let start =
+                    self.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(topic.queue_count);
+                (0..topic.queue_count)
+                    .map(|index| ((start + u64::from(index)) % u64::from(topic.queue_count)) as u32)
+                    .collect()
+            }
+        };
+        let fifo = group.fifo
+            && matches!(
+                topic.message_type,
+                TopicMessageType::Fifo | TopicMessageType::Mixed
+            );
+        let mut out = Vec::new();
+        let mut wakeup: Option<u64> = None;
+        for queue_id in queue_ids {
+            if out.len() >= request.max_messages {
+                break;
+            }
+            let slot = self.pop_slot(&group.name, &topic.name, queue_id)?;
+            let mut slot = slot.lock().await;
+            let now = self.now_ms();
+            slot.queue.expire(now, &group.retry);
+            for offset in slot.queue.dead_lettering() {
+                let attempts = slot.queue.entry(offset).map_or(0, |entry| entry.attempt);
+                self.dead_letter(group, topic, queue_id, offset, attempts)
+                    .await?;
+                slot.queue.dead_lettered(offset);
+                self.notify_consumers();
+            }
+            let mut fresh = self.fill(&mut slot.queue, topic, queue_id, &request.filter)?;
+            let deliveries = slot.queue.deliver(
+                now,
+                request.max_messages - out.len(),
+                request.invisible_duration_ms,
+                fifo,
+            );
+            let mut delivered = Vec::with_capacity(deliveries.len());
+            for delivery in deliveries {
+                let record = match fresh.remove(&delivery.offset) {
+                    Some(record) => Some(record),
+                    None => self.read_one(&topic.name, queue_id, delivery.offset)?,
+                };
+                match record {
+                    Some(record) => delivered.push(received(record, &delivery)),
+                    // Retention removed it; it can never be delivered.
+                    None => slot.queue.skip_to(delivery.offset + 1),
+                }
+            }
+            // Persisted before the messages are returned: a crash after this point redelivers
+            // them when their invisibility ends, never loses them.
+            self.persist_slot(&group.name, &topic.name, queue_id, &mut slot)?;
+            if let Some(next) = slot.queue.next_wakeup_ms(now) {
+                wakeup = Some(wakeup.map_or(next, |current: u64| current.min(next)));
+            }
+            drop(slot);
+            let events = delivered
+                .iter()
+                .map(|message| {
+                    let kind = if message.delivery_attempt > 1 {
+                        TraceKind::Redelivered
+                    } else {
+                        TraceKind::Received
+                    };
+                    (
+                        message.record.message_id.clone(),
+                        kind,
+                        format!("handle {}", message.receipt_handle),
+                        message.delivery_attempt,
+                    )
+                })
+                .collect();
+            self.trace_many(events, &group.name).await;
+            out.extend(delivered);
+        }
+        Ok((out, wakeup))
+    }
+
+    /// Reads records at the state's cursor until it holds enough unfinished entries or the
+    /// queue is exhausted; returns the records admitted for delivery.
+    fn fill(
+        &self,
+        queue: &mut PopQueue,
+        topic: &TopicConfig,
+        queue_id: u32,
+        filter: &Filter,
+    ) -> Result<HashMap<u64, Record>, MessagingError> {
+        let max_unfinished = self.config.limits.max_inflight_per_queue;
+        let mut fresh = HashMap::new();
+        for _ in 0..MAX_FILL_READS_PER_QUEUE {
+            if !queue.wants_records(max_unfinished) {
+                break;
+            }
+            // Cheap check first: most polls of a caught-up queue end here without an index read.
+            match self.storage.queue_range(&topic.name, queue_id) {
+                None => break,
+                Some(range) if range.earliest > queue.read_cursor() => {
+                    queue.skip_to(range.earliest)
+                }
+                Some(range) if range.next <= queue.read_cursor() => break,
+                Some(_) => {}
+            }
+            let want =
+                (max_unfinished - queue.unfinished()).min(self.config.max_read_batch_messages);
+            let records = match self.storage.read_queue(
+                &topic.name,
+                queue_id,
+                queue.read_cursor(),
+                want,
+                self.config.max_read_batch_bytes,
+            ) {
+                Ok(records) => records,
+                Err(StorageError::OutOfRange { earliest, .. }) => {
+                    queue.skip_to(earliest);
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            if records.is_empty() {
+                break;
+            }
+            for record in records {
+                let matches = filter.matches(&record.tags, &record.properties);
+                queue.admit(record.queue_offset, &record.message_group, matches);
+                if matches {
+                    fresh.insert(record.queue_offset, record);
+                }
+            }
+        }
+        Ok(fresh)
+    }
+
+    /// Appends the message at `offset` to the group's dead-letter topic.
+    async fn dead_letter(
+        &self,
+        group: &GroupConfig,
+        topic: &TopicConfig,
+        queue_id: u32,
+        offset: u64,
+        attempts: u32,
+    ) -> Result<(), MessagingError> {
+        let Some(record) = self.read_one(&topic.name, queue_id, offset)? else {
+            // Retention removed it; there is nothing left to keep.
+            return Ok(());
+        };
+        let dlq = self.ensure_dlq_topic(&group.name)?;
+        let mut properties = record.properties.clone();
+        properties.insert(PROP_DLQ_ORIGIN_TOPIC.to_string(), topic.name.clone());
+        properties.insert(PROP_DLQ_ATTEMPTS.to_string(), attempts.to_string());
+        let copy = NewRecord {
+            message_id: record.message_id.clone(),
+            topic: dlq.name.clone(),
+            queue_id: 0,
+            message_type: record.message_type,
+            tags: record.tags.clone(),
+            keys: record.keys.clone(),
+            message_group: record.message_group.clone(),
+            properties,
+            body: record.body,
+            born_timestamp_ms: record.born_timestamp_ms,
+            delivery_timestamp_ms: record.delivery_timestamp_ms,
+            replicated: None,
+        };
+        self.storage.append(vec![copy]).await?;
+        tracing::info!(group = %group.name, topic = %topic.name, queue_id, offset, attempts, "message dead-lettered");
+        self.trace(
+            &record.message_id,
+            TraceKind::DeadLettered,
+            &group.name,
+            attempts,
+            &dlq.name,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// The slot a receipt handle refers to, after checking group, topic and queue.
+    fn handle_slot(
+        &self,
+        group: &str,
+        topic: &str,
+        receipt_handle: &str,
+    ) -> Result<HandleTarget, MessagingError> {
+        let group = self.group(group)?;
+        names::validate_consumable_topic(topic)?;
+        let topic = self.topic(topic)?;
+        let handle = ReceiptHandle::decode(receipt_handle)?;
+        self.check_queue(&topic, handle.queue_id)?;
+        let slot = self.pop_slot(&group.name, &topic.name, handle.queue_id)?;
+        Ok((group, topic, handle, slot))
+    }
+
+    /// Acknowledges a received message; it will not be delivered to this group again.
+    pub async fn ack(
+        &self,
+        group: &str,
+        topic: &str,
+        receipt_handle: &str,
+    ) -> Result<(), MessagingError> {
+        let (group, topic, handle, slot) = self.handle_slot(group, topic, receipt_handle)?;
+        let message_id = {
+            let mut slot = slot.lock().await;
+            slot.queue.ack(&handle)?;
+            self.persist_slot(&group.name, &topic.name, handle.queue_id, &mut slot)?;
+            if self.config.trace_enabled {
+                self.read_one(&topic.name, handle.queue_id, handle.offset)?
+                    .map(|record| record.message_id)
+            } else {
+                None
+            }
+        };
+        self.notify_consumers();
+        if let Some(message_id) = message_id {
+            self.trace(
+                &message_id,
+                TraceKind::Acked,
+                &group.name,
+                handle.attempt,
+                "",
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Changes how long a received message stays invisible, from now. Returns the new receipt
+    /// handle; the old one becomes stale.
+    pub async fn change_invisible_duration(
+        &self,
+        group: &str,
+        topic: &str,
+        receipt_handle: &str,
+        invisible_duration_ms: u64,
+    ) -> Result<String, MessagingError> {
+        self.config
+            .limits
+            .check_invisible_duration(invisible_duration_ms)?;
+        let (group, topic, handle, slot) = self.handle_slot(group, topic, receipt_handle)?;
+        let mut slot = slot.lock().await;
+        let delivery =
+            slot.queue
+                .change_invisible(&handle, self.now_ms(), invisible_duration_ms)?;
+        self.persist_slot(&group.name, &topic.name, handle.queue_id, &mut slot)?;
+        drop(slot);
+        self.notify_consumers();
+        Ok(delivery.handle.encode())
+    }
+
+    /// The consumer failed to process a message: it is redelivered after the group's backoff,
+    /// or dead-lettered if that was its last attempt. Returns whether it was dead-lettered.
+    pub async fn nack(
+        &self,
+        group: &str,
+        topic: &str,
+        receipt_handle: &str,
+    ) -> Result<bool, MessagingError> {
+        let (group, topic, handle, slot) = self.handle_slot(group, topic, receipt_handle)?;
+        let mut slot = slot.lock().await;
+        let dead = slot.queue.nack(&handle, self.now_ms(), &group.retry)?;
+        if dead {
+            self.dead_letter(
+                &group,
+                &topic,
+                handle.queue_id,
+                handle.offset,
+                handle.attempt,
+            )
+            .await?;
+            slot.queue.dead_lettered(handle.offset);
+        }
+        self.persist_slot(&group.name, &topic.name, handle.queue_id, &mut slot)?;
+        drop(slot);
+        self.notify_consumers();
+        Ok(dead)
+    }
+
+    /// Moves a received message to the group's dead-letter queue at the consumer's request
+    /// (RocketMQ's ForwardMessageToDeadLetterQueue); it is then done for this group.
+    pub async fn forward_to_dead_letter(
+        &self,
+        group: &str,
+        topic: &str,
+        receipt_handle: &str,
+    ) -> Result<(), MessagingError> {
+        let (group, topic, handle, slot) = self.handle_slot(group, topic, receipt_handle)?;
+        let mut slot = slot.lock().await;
+        slot.queue.forward_to_dead_letter(&handle)?;
+        self.dead_letter(
+            &group,
+            &topic,
+            handle.queue_id,
+            handle.offset,
+            handle.attempt,
+        )
+        .await?;
+        slot.queue.dead_lettered(handle.offset);
+        self.persist_slot(&group.name, &topic.name, handle.queue_id, &mut slot)?;
+        drop(slot);
+        self.notify_consumers();
+        Ok(())
+    }
+
+    /// Resets a group's per-message state of one queue to start at `offset`, dropping what was
+    /// in flight (used by offset resets).
+    pub(super) async fn reset_pop_state(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+    ) -> Result<(), MessagingError> {
+        let slot = self.pop_slot(group, topic, queue_id)?;
+        let mut slot = slot.lock().await;
+        slot.queue = PopQueue::new(queue_id, offset);
+        slot.persisted.clear();
+        self.persist_slot(group, topic, queue_id, &mut slot)?;
+        drop(slot);
+        self.notify_consumers();
+        Ok(())
+    }
+}
+
+fn received(record: Record, delivery: &Delivery) -> ReceivedMessage {
+    ReceivedMessage {
+        record,
+        receipt_handle: delivery.handle.encode(),
+        delivery_attempt: delivery.attempt,
+        invisible_until_ms: delivery.invisible_until_ms,
+    }
+}

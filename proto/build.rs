@@ -1,0 +1,35 @@
+//! Compiles our RocketMQ v2 `.proto` files with the pure-Rust `protox` compiler (no `protoc`
+//! needed) and generates prost messages plus tonic client and server code into `OUT_DIR`.
+//! The encoded descriptor set is also written there, so tests and gRPC reflection can see
+//! exactly what was compiled.
+
+use std::path::PathBuf;
+
+use prost::Message as _;
+
+const PROTO_ROOT: &str = "proto";
+const PROTO_FILES: [&str; 2] = [
+    "proto/apache/rocketmq/v2/definition.proto",
+    "proto/apache/rocketmq/v2/service.proto",
+];
+/// File name (inside `OUT_DIR`) of the encoded `FileDescriptorSet`.
+const DESCRIPTOR_FILE: &str = "rocketmq_v2_descriptor.bin";
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // protox does not print rerun hints itself; without this, edits to a .proto would not
+    // trigger regeneration.
+    println!("cargo:rerun-if-changed={PROTO_ROOT}");
+    for file in PROTO_FILES {
+        println!("cargo:rerun-if-changed={file}");
+    }
+
+    let fds = protox::compile(PROTO_FILES, [PROTO_ROOT])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out_dir.join(DESCRIPTOR_FILE), fds.encode_to_vec())?;
+
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}
