@@ -65,6 +65,10 @@ pub struct StorageConfig {
     pub group_commit_max_wait_us: u64,
     /// Most bytes written with one write call and made durable by one fsync.
     pub group_commit_max_bytes: usize,
+    /// Most fsyncs of the log in flight at once in `sync` mode. With more than one, an append
+    /// written while an fsync runs gets its own fsync started at once instead of waiting for the
+    /// running one to finish; each fsync still covers everything written before it started.
+    pub max_concurrent_fsyncs: usize,
     /// Interval of the background fsync in `async` mode.
     pub async_flush_interval_ms: u64,
     /// Most appends queued for the writer; further appends wait (backpressure).
@@ -89,6 +93,8 @@ pub struct StorageConfig {
 /// One GiB, the default segment size.
 pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 1 << 30;
 const MIN_SEGMENT_SIZE_BYTES: u64 = 4096;
+/// Upper bound of `max_concurrent_fsyncs`: more threads than this only add contention.
+const MAX_CONCURRENT_FSYNCS: usize = 16;
 
 impl StorageConfig {
     /// Defaults for a cell storing under `dir` for `region`.
@@ -101,6 +107,7 @@ impl StorageConfig {
             group_commit_max_wait_us: 0,
             group_commit_max_bytes: 4 << 20,
             async_flush_interval_ms: 200,
+            max_concurrent_fsyncs: 1,
             max_pending_appends: 65_536,
             max_pending_index_batches: 1024,
             retention_max_age_ms: None,
@@ -134,6 +141,15 @@ impl StorageConfig {
             return invalid(
                 "group_commit_max_wait_us",
                 "must be at most 1,000,000 (one second)".into(),
+            );
+        }
+        if !(1..=MAX_CONCURRENT_FSYNCS).contains(&self.max_concurrent_fsyncs) {
+            return invalid(
+                "max_concurrent_fsyncs",
+                format!(
+                    "{} is out of range; use 1 to {MAX_CONCURRENT_FSYNCS}",
+                    self.max_concurrent_fsyncs
+                ),
             );
         }
         if self.async_flush_interval_ms == 0 {

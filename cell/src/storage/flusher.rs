@@ -1,6 +1,7 @@
 //! The flusher thread: makes written data durable and acknowledges `sync` appends.
 //!
-//! In `sync` mode it fsyncs as soon as something is written and not yet durable. Appends that
+//! In `sync` mode `max_concurrent_fsyncs` threads fsync as soon as something is written that no
+//! fsync in flight covers. Appends that
 //! are written while an fsync runs wait for the next one, so one fsync covers every append that
 //! arrived during the previous one: under load the number of appends per fsync grows with the
 //! load, which is the whole point of group commit. `group_commit_max_wait_us` may delay an fsync
@@ -21,17 +22,25 @@ pub(crate) fn run(shared: &Shared) {
     }
 }
 
+/// One of `max_concurrent_fsyncs` flusher threads in `sync` mode. A thread starts an fsync only
+/// for data that no fsync in flight covers yet, so the threads never sync the same bytes twice,
+/// and an append written during an fsync need not wait for it to finish before its own starts.
 fn run_sync(shared: &Shared) {
     let max_wait = Duration::from_micros(shared.config.group_commit_max_wait_us);
     let max_bytes = shared.config.group_commit_max_bytes as u64;
     loop {
-        {
+        let target = {
             let mut queue = shared.flush_queue.lock();
-            while queue.pending.is_empty() && !queue.shutdown {
+            loop {
+                if queue.pending.is_empty() && queue.shutdown {
+                    return;
+                }
+                let uncovered =
+                    shared.written_end.load(Ordering::Acquire) > queue.fsync_started_up_to;
+                if !queue.pending.is_empty() && (uncovered || shared.poison_error().is_some()) {
+                    break;
+                }
                 shared.flush_signal.wait(&mut queue);
-            }
-            if queue.pending.is_empty() && queue.shutdown {
-                return;
             }
             if !max_wait.is_zero() && !queue.shutdown {
                 let deadline = Instant::now() + max_wait;
@@ -45,15 +54,17 @@ fn run_sync(shared: &Shared) {
                     }
                 }
             }
-        }
+            // Read the written position before the active segment: anything written up to it
+            // is either in that segment or in one the writer fsynced when it sealed it.
+            let target = shared.written_end.load(Ordering::Acquire);
+            queue.fsync_started_up_to = queue.fsync_started_up_to.max(target);
+            target
+        };
         if shared.poison_error().is_some() {
             // Keep running so that appends queued after the poison are failed, not left waiting.
             fail_pending(shared);
             continue;
         }
-        // Read the written position before the active segment: anything written up to it is
-        // either in that segment or in one the writer fsynced when it sealed it.
-        let target = shared.written_end.load(Ordering::Acquire);
         let segment = Arc::clone(&*shared.active.lock());
         if let Err(error) = shared.sync_segment(&segment) {
             shared.poison("fsync", error);
@@ -62,18 +73,23 @@ fn run_sync(shared: &Shared) {
         }
         shared.counters.fsync_calls.fetch_add(1, Ordering::Relaxed);
         mark_durable(shared, target);
+        // Another thread's later fsync may have finished first: acknowledge up to the furthest
+        // durable position, not just this fsync's target.
+        let durable = shared.durable_end.load(Ordering::Acquire);
         let done: Vec<PendingAck> = {
             let mut queue = shared.flush_queue.lock();
             let mut done = Vec::new();
             while queue
                 .pending
                 .front()
-                .is_some_and(|pending| pending.end <= target)
+                .is_some_and(|pending| pending.end <= durable)
             {
                 if let Some(pending) = queue.pending.pop_front() {
                     done.push(pending);
                 }
             }
+            // Wake the other flushers: they may be waiting on data this fsync covered.
+            shared.flush_signal.notify_all();
             done
         };
         for pending in done {

@@ -92,6 +92,8 @@ pub(crate) struct PendingAck {
 pub(crate) struct FlushQueue {
     pub(crate) pending: std::collections::VecDeque<PendingAck>,
     pub(crate) shutdown: bool,
+    /// The furthest log position an fsync has been started for.
+    pub(crate) fsync_started_up_to: u64,
 }
 
 /// Counters exported as metrics.
@@ -246,10 +248,16 @@ impl Storage {
             let shared = Arc::clone(&shared);
             move || writer::run(&shared, jobs_rx, &index_tx, writer_state)
         })?);
-        threads.push(spawn_named("meridian-log-flusher", {
-            let shared = Arc::clone(&shared);
-            move || flusher::run(&shared)
-        })?);
+        let flushers = match shared.config.durability {
+            Durability::Sync => shared.config.max_concurrent_fsyncs,
+            Durability::Async => 1,
+        };
+        for _ in 0..flushers {
+            threads.push(spawn_named("meridian-log-flusher", {
+                let shared = Arc::clone(&shared);
+                move || flusher::run(&shared)
+            })?);
+        }
         threads.push(spawn_named("meridian-log-indexer", {
             let shared = Arc::clone(&shared);
             move || indexer::run(&shared, &index_rx)

@@ -344,6 +344,46 @@ fn concurrent_sync_appends_share_fsyncs() {
 }
 
 #[test]
+fn several_fsyncs_in_flight_acknowledge_everything_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Durability::Sync);
+    cfg.max_concurrent_fsyncs = 3;
+    let storage = Arc::new(Storage::open(cfg.clone(), hlc()).unwrap());
+    let mut handles = Vec::new();
+    for thread in 0..8 {
+        let storage = Arc::clone(&storage);
+        handles.push(std::thread::spawn(move || {
+            (0..25)
+                .map(|i| {
+                    storage
+                        .append_blocking(vec![message(
+                            "t",
+                            thread,
+                            &format!("{thread}-{i}"),
+                            &[1; 256],
+                        )])
+                        .unwrap()[0]
+                        .position
+                })
+                .max()
+                .unwrap()
+        }));
+    }
+    let last = handles
+        .into_iter()
+        .map(|handle| handle.join().unwrap())
+        .max()
+        .unwrap();
+    wait_visible(&storage, last);
+    for queue in 0..8 {
+        assert_eq!(storage.queue_range("t", queue).unwrap().next, 25);
+    }
+    Arc::try_unwrap(storage).unwrap().close().unwrap();
+    let reopened = Storage::open(cfg, hlc()).unwrap();
+    assert_eq!(reopened.read_log(0, 1000, usize::MAX).unwrap().len(), 200);
+}
+
+#[test]
 fn invalid_records_are_refused_without_harming_others() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::open(config(dir.path(), Durability::Sync), hlc()).unwrap();
@@ -401,6 +441,14 @@ fn config_errors_name_the_field() {
     cfg.segment_size_bytes = 10;
     let error = cfg.validate().unwrap_err().to_string();
     assert!(error.contains("segment_size_bytes"), "{error}");
+    let mut cfg = StorageConfig::new("/tmp/x", "r");
+    cfg.max_concurrent_fsyncs = 0;
+    assert!(
+        cfg.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("max_concurrent_fsyncs")
+    );
     let mut cfg = StorageConfig::new("/tmp/x", "");
     cfg.segment_size_bytes = DEFAULT_SEGMENT_SIZE_BYTES;
     assert!(cfg.validate().unwrap_err().to_string().contains("region"));

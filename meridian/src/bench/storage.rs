@@ -40,6 +40,9 @@ pub(crate) struct StorageBenchArgs {
     /// Skip the 10 vs 10,000 queue comparison.
     #[arg(long)]
     skip_queue_scaling: bool,
+    /// fsyncs in flight at once in `sync` mode (the storage's `max_concurrent_fsyncs`).
+    #[arg(long, default_value_t = 1)]
+    max_concurrent_fsyncs: usize,
     /// Worker threads of the runtime that drives the appenders.
     #[arg(long, default_value_t = 1)]
     runtime_threads: usize,
@@ -180,9 +183,10 @@ fn fresh_dir(root: &Path, name: &str) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn open(dir: &Path, mode: Durability) -> anyhow::Result<Storage> {
+fn open(dir: &Path, mode: Durability, max_concurrent_fsyncs: usize) -> anyhow::Result<Storage> {
     let mut config = StorageConfig::new(dir, "bench");
     config.durability = mode;
+    config.max_concurrent_fsyncs = max_concurrent_fsyncs;
     Storage::open(config, Arc::new(Hlc::system(Duration::from_millis(500))))
         .context("opening the storage")
 }
@@ -216,7 +220,7 @@ fn run_case(
     queues: u32,
 ) -> anyhow::Result<CaseFigures> {
     let dir = fresh_dir(&args.dir, "case")?;
-    let storage = Arc::new(open(&dir, mode)?);
+    let storage = Arc::new(open(&dir, mode, args.max_concurrent_fsyncs)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.runtime_threads.max(1))
         .enable_all()
@@ -314,7 +318,7 @@ fn measure_recovery(args: &StorageBenchArgs) -> anyhow::Result<RecoveryFigures> 
     let dir = fresh_dir(&args.dir, "recovery")?;
     let target_bytes = args.recovery_mib << 20;
     {
-        let storage = Arc::new(open(&dir, Durability::Async)?);
+        let storage = Arc::new(open(&dir, Durability::Async, 1)?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -357,12 +361,12 @@ fn measure_recovery(args: &StorageBenchArgs) -> anyhow::Result<RecoveryFigures> 
     let written = dir_size(&dir.join("log"))?;
     let gib = written as f64 / f64::from(1u32 << 30);
     let started = Instant::now();
-    drop(open(&dir, Durability::Async)?);
+    drop(open(&dir, Durability::Async, 1)?);
     let reopen = started.elapsed().as_secs_f64();
     std::fs::remove_dir_all(dir.join("index"))
         .context("removing the index for the re-index measurement")?;
     let started = Instant::now();
-    let storage = open(&dir, Durability::Async)?;
+    let storage = open(&dir, Durability::Async, 1)?;
     let reindex = started.elapsed().as_secs_f64();
     let reindexed_records = storage.recovery_report().reindexed_records;
     drop(storage);
