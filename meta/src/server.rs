@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Credentials;
 use crate::error::NodeError;
 use crate::network::GRPC_MESSAGE_BYTES_MAX;
 use crate::node::MetaNode;
@@ -83,6 +84,16 @@ fn running(node: &MetaNode) -> Result<(), Status> {
     node.ensure_running().map_err(status_of)
 }
 
+/// The gate of every handler: the caller's credentials pass `check`, and the node is serving.
+fn admit(
+    node: &MetaNode,
+    metadata: &tonic::metadata::MetadataMap,
+    check: fn(&Credentials, &tonic::metadata::MetadataMap) -> Result<(), Status>,
+) -> Result<(), Status> {
+    check(&node.inner.credentials, metadata)?;
+    running(node)
+}
+
 struct RaftHandler {
     node: MetaNode,
 }
@@ -93,11 +104,7 @@ impl RaftService for RaftHandler {
         &self,
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        self.node
-            .inner
-            .credentials
-            .require_peer(request.metadata())?;
-        running(&self.node)?;
+        admit(&self.node, request.metadata(), Credentials::require_peer)?;
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode("append entries", &request.get_ref().json)?;
         let result = self.node.raft().append_entries(rpc).await;
@@ -110,11 +117,7 @@ impl RaftService for RaftHandler {
         &self,
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        self.node
-            .inner
-            .credentials
-            .require_peer(request.metadata())?;
-        running(&self.node)?;
+        admit(&self.node, request.metadata(), Credentials::require_peer)?;
         let rpc: VoteRequest<NodeId> = decode("vote", &request.get_ref().json)?;
         let result = self.node.raft().vote(rpc).await;
         Ok(Response::new(pb::RaftPayload {
@@ -126,11 +129,7 @@ impl RaftService for RaftHandler {
         &self,
         request: Request<pb::SnapshotChunk>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        self.node
-            .inner
-            .credentials
-            .require_peer(request.metadata())?;
-        running(&self.node)?;
+        admit(&self.node, request.metadata(), Credentials::require_peer)?;
         let chunk = request.into_inner();
         let rpc = InstallSnapshotRequest::<TypeConfig> {
             vote: decode("snapshot vote", &chunk.vote_json)?,
@@ -192,11 +191,11 @@ impl MetaService for MetaHandler {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListReply>, Status> {
-        self.node
-            .inner
-            .credentials
-            .require_peer_or_admin(request.metadata())?;
-        running(&self.node)?;
+        admit(
+            &self.node,
+            request.metadata(),
+            Credentials::require_peer_or_admin,
+        )?;
         let message = request.into_inner();
         let kind = ObjectKind::parse(&message.kind).ok_or_else(|| {
             Status::invalid_argument(format!("unknown object kind `{}`", message.kind))
@@ -218,11 +217,11 @@ impl MetaService for MetaHandler {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.node
-            .inner
-            .credentials
-            .require_peer_or_admin(request.metadata())?;
-        running(&self.node)?;
+        admit(
+            &self.node,
+            request.metadata(),
+            Credentials::require_peer_or_admin,
+        )?;
         let slot = self.node.watch_slot().ok_or_else(|| {
             Status::resource_exhausted("this meta node serves its maximum number of watches")
         })?;
@@ -261,11 +260,7 @@ impl MetaService for MetaHandler {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
-        self.node
-            .inner
-            .credentials
-            .require_admin(request.metadata())?;
-        running(&self.node)?;
+        admit(&self.node, request.metadata(), Credentials::require_admin)?;
         let message = request.into_inner();
         let membership = self
             .node
@@ -279,11 +274,7 @@ impl MetaService for MetaHandler {
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
-        self.node
-            .inner
-            .credentials
-            .require_admin(request.metadata())?;
-        running(&self.node)?;
+        admit(&self.node, request.metadata(), Credentials::require_admin)?;
         let message = request.into_inner();
         let voters: BTreeSet<NodeId> = message.voters.into_iter().collect();
         let membership = self
@@ -298,11 +289,11 @@ impl MetaService for MetaHandler {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
-        self.node
-            .inner
-            .credentials
-            .require_peer_or_admin(request.metadata())?;
-        running(&self.node)?;
+        admit(
+            &self.node,
+            request.metadata(),
+            Credentials::require_peer_or_admin,
+        )?;
         let (leader_id, leader_addr) = self.node.leader().unwrap_or((0, String::new()));
         let term = self.node.raft().metrics().borrow().current_term;
         Ok(Response::new(pb::StatusReply {
