@@ -63,8 +63,8 @@ pub(crate) struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    /// Buffers the index entries of one record.
-    pub(crate) fn add(&mut self, entry: &IndexEntry) {
+    /// Buffers the index entries of one record, taking its strings without copying them.
+    pub(crate) fn add(&mut self, entry: IndexEntry) {
         let queue = (entry.topic_id, entry.queue_id);
         self.queue.push((
             index::queue_key(entry.topic_id, entry.queue_id, entry.queue_offset),
@@ -74,7 +74,7 @@ impl BatchBuilder {
             }),
         ));
         self.msgid.push((
-            entry.message_id.as_bytes().to_vec(),
+            entry.message_id.into_bytes(),
             index::u64_value(entry.position),
         ));
         for key in &entry.keys {
@@ -170,7 +170,7 @@ pub(crate) fn run(shared: &Shared, batches: &Receiver<IndexBatch>) {
             // Poisoned: these records were never acknowledged and must not become visible.
             continue;
         }
-        if let Err(error) = index_groups(shared, &mut builder, &groups, end) {
+        if let Err(error) = index_groups(shared, &mut builder, groups, end) {
             tracing::error!(%error, "index write failed; records stay invisible until restart re-indexes them");
             shared.poison("index write", std::io::Error::other(error.to_string()));
         }
@@ -194,12 +194,12 @@ fn wait_durable(shared: &Shared, end: u64) -> bool {
 fn index_groups(
     shared: &Shared,
     builder: &mut BatchBuilder,
-    groups: &[IndexBatch],
+    groups: Vec<IndexBatch>,
     end: u64,
 ) -> Result<(), StorageError> {
     let mut batch = WriteBatch::default();
     for group in groups {
-        for entry in &group.entries {
+        for entry in group.entries {
             builder.add(entry);
         }
     }

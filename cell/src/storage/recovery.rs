@@ -125,7 +125,7 @@ impl Reindexer<'_> {
             message_id: record.message_id,
             keys: record.keys,
         };
-        self.builder.add(&entry);
+        self.builder.add(entry);
         self.reindexed += 1;
         Ok(Ok(()))
     }

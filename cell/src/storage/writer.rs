@@ -126,8 +126,8 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        if let Some(error) = shared.poison_error() {
-            fail_all(batch, &error);
+        if shared.poison_error().is_some() {
+            fail_all(shared, batch);
             continue;
         }
         write_group(shared, &mut state, batch, index_tx);
@@ -145,21 +145,15 @@ fn estimate(job: &AppendJob) -> usize {
         .sum()
 }
 
-fn fail_all(batch: Vec<AppendJob>, error: &StorageError) {
-    for job in batch {
-        let _ = job.reply.send(Err(clone_error(error)));
-    }
+/// The error for appends refused because the log is poisoned. Errors are not `Clone` (they carry
+/// OS errors), so each refused append gets its own copy from the shared poison state.
+fn poisoned(shared: &Shared) -> StorageError {
+    shared.poison_error().unwrap_or(StorageError::Closed)
 }
 
-/// Errors are not `Clone` (they carry OS errors); the writer only ever needs to repeat these.
-pub(crate) fn clone_error(error: &StorageError) -> StorageError {
-    match error {
-        StorageError::Poisoned { operation, cause } => StorageError::Poisoned {
-            operation,
-            cause: Arc::clone(cause),
-        },
-        StorageError::InvalidRecord(codec) => StorageError::InvalidRecord(codec.clone()),
-        _ => StorageError::Closed,
+fn fail_all(shared: &Shared, batch: Vec<AppendJob>) {
+    for job in batch {
+        let _ = job.reply.send(Err(poisoned(shared)));
     }
 }
 
@@ -175,19 +169,22 @@ fn write_group(
     };
     state.buffer.clear();
     for AppendJob { records, reply } in batch {
+        // A write failed while staging this group: refuse the rest with the poison error.
+        if shared.poison_error().is_some() {
+            let _ = reply.send(Err(poisoned(shared)));
+            continue;
+        }
         match stage_job(shared, state, records, &mut group.entries) {
             Ok(results) => group.accepted.push((reply, results)),
             Err(error) => {
                 let _ = reply.send(Err(error));
             }
         }
-        if shared.poison_error().is_some() {
-            break;
-        }
     }
-    if let Err(error) = flush_buffer(shared, state) {
+    // A failed write poisons the log, so every accepted job is refused with that error.
+    if flush_buffer(shared, state).is_err() {
         for (reply, _) in group.accepted {
-            let _ = reply.send(Err(clone_error(&error)));
+            let _ = reply.send(Err(poisoned(shared)));
         }
         return;
     }
