@@ -3,6 +3,7 @@
 //! at the leader, so a peer-token holder cannot launder admin writes through a follower.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 
 use tonic::transport::Channel;
 
@@ -64,9 +65,30 @@ impl MetaNode {
             })
     }
 
-    pub(super) async fn forward_write(
+    /// One forwarded call: the request crosses the (fault-injectable) link to the leader, the
+    /// reply crosses back.
+    async fn forward<T, R, Fut>(
         &self,
         (leader, addr): (NodeId, String),
+        message: T,
+        call: impl FnOnce(MetaServiceClient<Channel>, tonic::Request<T>) -> Fut,
+    ) -> Result<R, NodeError>
+    where
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let client = self.forward_client(&addr)?;
+        let request = self.forward_request(message)?;
+        self.cross(self.inner.id, leader).await?;
+        let reply = call(client, request)
+            .await
+            .map_err(|status| NodeError::Rpc { addr, status })?;
+        self.cross(leader, self.inner.id).await?;
+        Ok(reply.into_inner())
+    }
+
+    pub(super) async fn forward_write(
+        &self,
+        leader: (NodeId, String),
         request: &Request,
     ) -> Result<CommandResult, NodeError> {
         let command_json =
@@ -79,18 +101,12 @@ impl MetaNode {
             forwarded: true,
             issued_at_ms: request.issued_at_ms,
         };
-        let mut client = self.forward_client(&addr)?;
-        let request = self.forward_request(message)?;
-        self.cross(self.inner.id, leader).await?;
-        let reply = client
-            .write(request)
-            .await
-            .map_err(|status| NodeError::Rpc {
-                addr: addr.clone(),
-                status,
-            })?;
-        self.cross(leader, self.inner.id).await?;
-        serde_json::from_slice(&reply.into_inner().result_json).map_err(|source| NodeError::Codec {
+        let reply = self
+            .forward(leader, message, |mut client, request| async move {
+                client.write(request).await
+            })
+            .await?;
+        serde_json::from_slice(&reply.result_json).map_err(|source| NodeError::Codec {
             what: "write result",
             source,
         })
@@ -98,24 +114,18 @@ impl MetaNode {
 
     pub(super) async fn forward_list(
         &self,
-        (leader, addr): (NodeId, String),
+        leader: (NodeId, String),
         kind: ObjectKind,
     ) -> Result<(u64, Vec<Object>), NodeError> {
-        let mut client = self.forward_client(&addr)?;
-        let request = self.forward_request(ListRequest {
+        let message = ListRequest {
             kind: kind.as_str().to_string(),
             forwarded: true,
-        })?;
-        self.cross(self.inner.id, leader).await?;
-        let reply = client
-            .list(request)
-            .await
-            .map_err(|status| NodeError::Rpc {
-                addr: addr.clone(),
-                status,
-            })?;
-        self.cross(leader, self.inner.id).await?;
-        let reply = reply.into_inner();
+        };
+        let reply = self
+            .forward(leader, message, |mut client, request| async move {
+                client.list(request).await
+            })
+            .await?;
         let objects =
             serde_json::from_slice(&reply.objects_json).map_err(|source| NodeError::Codec {
                 what: "listed objects",
@@ -126,51 +136,40 @@ impl MetaNode {
 
     pub(super) async fn forward_add_learner(
         &self,
-        (leader, addr): (NodeId, String),
+        leader: (NodeId, String),
         node_id: NodeId,
         learner_addr: String,
     ) -> Result<Membership, NodeError> {
-        let mut client = self.forward_client(&addr)?;
-        let request = self.forward_request(AddLearnerRequest {
+        let message = AddLearnerRequest {
             node_id,
             addr: learner_addr,
             forwarded: true,
-        })?;
-        self.cross(self.inner.id, leader).await?;
-        let reply = client
-            .add_learner(request)
-            .await
-            .map_err(|status| NodeError::Rpc {
-                addr: addr.clone(),
-                status,
-            })?;
-        self.cross(leader, self.inner.id).await?;
-        Ok(membership_of(reply.into_inner()))
+        };
+        let reply = self
+            .forward(leader, message, |mut client, request| async move {
+                client.add_learner(request).await
+            })
+            .await?;
+        Ok(membership_of(reply))
     }
 
     pub(super) async fn forward_change_membership(
         &self,
-        (leader, addr): (NodeId, String),
+        leader: (NodeId, String),
         voters: BTreeSet<NodeId>,
         retain_as_learners: bool,
     ) -> Result<Membership, NodeError> {
-        let mut client = self.forward_client(&addr)?;
         let message = ChangeMembershipRequest {
             voters: voters.into_iter().collect(),
             retain_as_learners,
             forwarded: true,
         };
-        let request = self.forward_request(message)?;
-        self.cross(self.inner.id, leader).await?;
-        let reply = client
-            .change_membership(request)
-            .await
-            .map_err(|status| NodeError::Rpc {
-                addr: addr.clone(),
-                status,
-            })?;
-        self.cross(leader, self.inner.id).await?;
-        Ok(membership_of(reply.into_inner()))
+        let reply = self
+            .forward(leader, message, |mut client, request| async move {
+                client.change_membership(request).await
+            })
+            .await?;
+        Ok(membership_of(reply))
     }
 }
 
