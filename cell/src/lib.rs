@@ -1,11 +1,11 @@
 //! The cell: one region's broker.
 //!
-//! **Owns** the region's commit log (segment files of CRC-framed records), the RocksDB index
-//! beside it, and (as later layers land) the RocketMQ 5 messaging semantics and gRPC service built
-//! on top of them.
+//! **Owns** the region's commit log (segment files of CRC-framed records) and the RocksDB index
+//! beside it ([`storage`]), the RocketMQ 5 messaging semantics on top of them ([`messaging`]),
+//! and the RocketMQ 5 gRPC front that the official clients talk to ([`grpc`]).
 //!
-//! **Depends on** RocksDB, the `uhlc` hybrid logical clock, tokio (channels only, for async
-//! appends) and nothing else of Meridian.
+//! **Depends on** RocksDB, the `uhlc` hybrid logical clock, tokio, tonic (gRPC, rustls for TLS)
+//! and, of Meridian, only `meridian-proto` for the wire types.
 //!
 //! **Must not touch** other regions or the network for replication: the replicator reads the log
 //! through [`storage::Storage::read_log`] and appends replicated records through
@@ -18,6 +18,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod grpc;
 pub mod messaging;
 pub mod storage;
 

@@ -5,6 +5,10 @@
 //!   Ctrl-C; it grows into the whole multi-region fabric as the layers land.
 //! - `meridian bench storage`: storage-engine benchmark (throughput, latency percentiles per
 //!   durability mode and concurrency, the disk's own fsync figures, recovery time per GiB).
+//! - `meridian bench grpc`: RocketMQ gRPC front benchmark (SendMessage over loopback beside
+//!   in-process `Broker::send`).
+//! - `meridian bench messaging`: messaging benchmark (produce → receive → ack throughput and
+//!   latency on NORMAL and FIFO topics, delay-timer lateness with many pending timers).
 
 mod bench;
 mod dev;

@@ -1,9 +1,11 @@
-//! Metadata benchmark: write latency and throughput of a 3-node meta cluster over real gRPC on
-//! 127.0.0.1, and time-to-new-leader after the leader is killed, with 0 ms and 50 ms of
-//! injected one-way delay between meta nodes.
+//! Metadata benchmark: write latency and throughput of a 3-node meta cluster over real gRPC
+//! with mutual TLS on 127.0.0.1-3, and time-to-new-leader after the leader is killed, with
+//! 0 ms and 50 ms of injected one-way delay between meta nodes (`LinkFaults`: every Raft and
+//! forwarding message waits the delay each way; client calls do not).
 //!
-//! Run: `cargo run -p meridian-meta --example meta_bench [-- --writes 200 --concurrency 16]`
-//! (debug builds understate throughput; `--release` for real figures).
+//! Run (figures in docs/benchmarks.md):
+//! `cargo build --profile perf -p meridian-meta --examples &&
+//!  $CARGO_TARGET_DIR/perf/examples/meta_bench [--writes 200 --concurrency 16]`
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,22 +14,25 @@ use std::time::{Duration, Instant};
 use meridian_meta::state::{Command, MessageType, ReplicationMode, TopicSpec, Topology};
 use meridian_meta::{
     ClientCredentials, Credentials, LinkFaults, MetaClient, MetaConfig, NodeId, NodeOptions,
-    RunningNode, system_clock,
+    PeerAuth, RunningNode, system_clock,
 };
+use meridian_pki::DevCa;
 use tokio::net::TcpListener;
 
-const PEER_TOKEN: &str = "bench-peer";
 const ADMIN_TOKEN: &str = "bench-admin";
 
 struct Args {
     writes: usize,
     concurrency: usize,
+    /// Fresh clusters per delay (each gives one leader kill).
+    trials: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         writes: 200,
         concurrency: 16,
+        trials: 1,
     };
     let mut iter = std::env::args().skip(1);
     while let Some(flag) = iter.next() {
@@ -38,6 +43,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--writes" => args.writes = number.max(1),
             "--concurrency" => args.concurrency = number.max(1),
+            "--trials" => args.trials = number.max(1),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -67,16 +73,24 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
 
 async fn run_case(one_way_delay_ms: u64, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::TempDir::new()?;
+    let ca = DevCa::generate("meridian bench CA")?;
     let faults = Arc::new(LinkFaults::default());
     let mut nodes: BTreeMap<NodeId, RunningNode> = BTreeMap::new();
     let mut addrs = BTreeMap::new();
+    let timers = MetaConfig::new(0, 2 * one_way_delay_ms);
     for id in 1..=3u64 {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let config = MetaConfig {
+            node_id: id,
+            ..timers.clone()
+        };
+        let ip = format!("127.0.0.{id}");
+        let listener = TcpListener::bind((ip.as_str(), 0)).await?;
         addrs.insert(id, listener.local_addr()?.to_string());
+        let identity = ca.issue(&format!("meta-{id}"), &[ip])?;
         let options = NodeOptions {
-            config: MetaConfig::new(id, 2 * one_way_delay_ms),
+            config: config.clone(),
             credentials: Credentials {
-                peer_token: PEER_TOKEN.into(),
+                peer: PeerAuth::MutualTls(Arc::new(identity)),
                 admin_token: ADMIN_TOKEN.into(),
             },
             data_dir: dir.path().join(format!("node-{id}")),
@@ -96,6 +110,9 @@ async fn run_case(one_way_delay_ms: u64, args: &Args) -> Result<(), Box<dyn std:
     }
     let endpoints: Vec<String> = addrs.values().cloned().collect();
     let admin = ClientCredentials {
+        tls: Some(Arc::new(
+            ca.issue("bench-admin", &["admin.meridian".into()])?,
+        )),
         peer_token: None,
         admin_token: Some(ADMIN_TOKEN.into()),
     };
@@ -180,7 +197,8 @@ async fn run_case(one_way_delay_ms: u64, args: &Args) -> Result<(), Box<dyn std:
     println!(
         "delay_one_way_ms={one_way_delay_ms} seq_writes={} seq_throughput_per_s={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} \
          concurrent_writers={} concurrent_writes={concurrent_writes} concurrent_throughput_per_s={:.0} \
-         time_to_new_leader_ms={new_leader_ms} time_to_new_leader_write_ms={}",
+         time_to_new_leader_ms={new_leader_ms} time_to_new_leader_write_ms={} \
+         election_timeout_ms={}..{} target_ms={}",
         args.writes,
         args.writes as f64 / sequential_elapsed.as_secs_f64(),
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
@@ -189,6 +207,15 @@ async fn run_case(one_way_delay_ms: u64, args: &Args) -> Result<(), Box<dyn std:
         args.concurrency,
         concurrent_writes as f64 / concurrent_elapsed.as_secs_f64(),
         failover.as_millis(),
+        timers.election_timeout_min_ms,
+        timers.election_timeout_max_ms,
+        // The issue's targets: 1.5 s at 0 ms; 3 x RTT + election timeout (its upper bound,
+        // as openraft draws it from the range) under delay.
+        if one_way_delay_ms == 0 {
+            1_500
+        } else {
+            3 * timers.expected_rtt_ms + timers.election_timeout_max_ms
+        },
     );
     for (_, node) in nodes {
         node.stop().await;
@@ -206,7 +233,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = parse_args()?;
     for one_way_delay_ms in [0, 50] {
-        run_case(one_way_delay_ms, &args).await?;
+        for _ in 0..args.trials {
+            run_case(one_way_delay_ms, &args).await?;
+        }
     }
     Ok(())
 }

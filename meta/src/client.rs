@@ -8,8 +8,10 @@
 //! `StaleEpoch` for a compare-and-set that already happened).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
+use meridian_pki::NodeIdentity;
 use parking_lot::Mutex;
 use tonic::transport::Channel;
 
@@ -22,9 +24,12 @@ use crate::pb::meta_service_client::MetaServiceClient;
 use crate::raft_types::NodeId;
 use crate::state::{Applied, Change, Command, CommandResult, Object, ObjectKind};
 
-/// What a client presents. Admin tooling sets `admin_token`; cells set `peer_token`.
+/// What a client presents. Against a cluster on mutual TLS every client sets `tls` (a
+/// certificate from the fabric CA) and admin tooling adds `admin_token`; against a plain-text
+/// development cluster cells set `peer_token` instead of `tls`.
 #[derive(Clone, Default)]
 pub struct ClientCredentials {
+    pub tls: Option<Arc<NodeIdentity>>,
     pub peer_token: Option<String>,
     pub admin_token: Option<String>,
 }
@@ -147,13 +152,16 @@ impl MetaClient {
             return Ok(client.clone());
         }
         let endpoint = &self.endpoints[index % self.endpoints.len()];
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
-            .map_err(|source| ClientError::Endpoint {
-                endpoint: endpoint.clone(),
-                source,
-            })?
-            .connect_timeout(self.request_timeout)
-            .connect_lazy();
+        let channel = auth::endpoint(
+            endpoint,
+            self.credentials.tls.as_deref(),
+            self.request_timeout,
+        )
+        .map_err(|source| ClientError::Endpoint {
+            endpoint: endpoint.clone(),
+            source,
+        })?
+        .connect_lazy();
         let client = MetaServiceClient::new(channel)
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
@@ -164,13 +172,18 @@ impl MetaClient {
     fn request<T>(&self, message: T) -> Result<tonic::Request<T>, ClientError> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.request_timeout);
+        self.attach(&mut request)?;
+        Ok(request)
+    }
+
+    fn attach<T>(&self, request: &mut tonic::Request<T>) -> Result<(), ClientError> {
         if let Some(token) = &self.credentials.peer_token {
-            auth::attach_peer_token(&mut request, token)?;
+            auth::attach_peer_token(request, token)?;
         }
         if let Some(token) = &self.credentials.admin_token {
-            auth::attach_admin_token(&mut request, token)?;
+            auth::attach_admin_token(request, token)?;
         }
-        Ok(request)
+        Ok(())
     }
 
     /// Runs `call` against the endpoints in turn until one answers or the attempts run out.
@@ -347,12 +360,7 @@ impl MetaClient {
         let mut client = self.client(index)?;
         let endpoint = self.endpoints.get(index).cloned().unwrap_or_default();
         let mut request = tonic::Request::new(pb::WatchRequest { from_revision });
-        if let Some(token) = &self.credentials.peer_token {
-            auth::attach_peer_token(&mut request, token)?;
-        }
-        if let Some(token) = &self.credentials.admin_token {
-            auth::attach_admin_token(&mut request, token)?;
-        }
+        self.attach(&mut request)?;
         let stream = client
             .watch(request)
             .await

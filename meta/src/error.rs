@@ -143,6 +143,11 @@ pub enum NodeError {
         #[source]
         status: tonic::Status,
     },
+    #[error("certificates")]
+    Pki(#[from] meridian_pki::PkiError),
+    /// The TLS configuration of the node's server (certificate or key unusable).
+    #[error("tls setup")]
+    Tls(#[source] tonic::transport::Error),
     #[error("invalid configuration: {field}: {reason}")]
     Config { field: &'static str, reason: String },
     #[error("io")]

@@ -1,5 +1,6 @@
 //! The Raft network over gRPC: `RaftNetworkFactory` / `RaftNetwork` sending serde-JSON
-//! openraft payloads through `RaftService`, with the cluster token on every call.
+//! openraft payloads through `RaftService`, over mutual TLS (or, in development, plain text
+//! with the peer token on every call; see [`crate::auth`]).
 
 // openraft's trait signatures fix the (large) error types returned here.
 #![allow(clippy::result_large_err)]
@@ -19,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
-use crate::auth;
+use crate::auth::{self, PeerAuth};
 use crate::faults::LinkFaults;
 use crate::pb::raft_service_client::RaftServiceClient;
 use crate::pb::{RaftPayload, SnapshotChunk};
@@ -32,7 +33,7 @@ pub(crate) const GRPC_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub struct NetworkFactory {
     self_id: NodeId,
     faults: Arc<LinkFaults>,
-    peer_token: Arc<str>,
+    peer: PeerAuth,
     rpc_timeout: Duration,
 }
 
@@ -40,13 +41,13 @@ impl NetworkFactory {
     pub fn new(
         self_id: NodeId,
         faults: Arc<LinkFaults>,
-        peer_token: Arc<str>,
+        peer: PeerAuth,
         rpc_timeout: Duration,
     ) -> Self {
         Self {
             self_id,
             faults,
-            peer_token,
+            peer,
             rpc_timeout,
         }
     }
@@ -61,7 +62,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.addr.clone(),
             faults: Arc::clone(&self.faults),
-            peer_token: Arc::clone(&self.peer_token),
+            peer: self.peer.clone(),
             rpc_timeout: self.rpc_timeout,
             client: None,
         }
@@ -74,7 +75,7 @@ pub struct PeerNetwork {
     target: NodeId,
     addr: String,
     faults: Arc<LinkFaults>,
-    peer_token: Arc<str>,
+    peer: PeerAuth,
     rpc_timeout: Duration,
     client: Option<RaftServiceClient<Channel>>,
 }
@@ -87,9 +88,8 @@ impl PeerNetwork {
         if let Some(client) = &self.client {
             return Ok(client.clone());
         }
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+        let channel = auth::endpoint(&self.addr, self.peer.tls(), self.rpc_timeout)
             .map_err(|error| RPCError::Unreachable(Unreachable::new(&error)))?
-            .connect_timeout(self.rpc_timeout)
             .connect_lazy();
         let client = RaftServiceClient::new(channel)
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
@@ -101,7 +101,8 @@ impl PeerNetwork {
     fn request<T>(&self, message: T, timeout: Duration) -> RpcResult<tonic::Request<T>> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(timeout);
-        auth::attach_peer_token(&mut request, &self.peer_token)
+        self.peer
+            .attach(&mut request)
             .map_err(|error| RPCError::Network(NetworkError::new(&error)))?;
         Ok(request)
     }

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Credentials;
+use crate::auth::Caller;
 use crate::error::NodeError;
 use crate::network::GRPC_MESSAGE_BYTES_MAX;
 use crate::node::MetaNode;
@@ -26,17 +26,23 @@ use crate::state::{Command, ObjectKind, Since};
 /// Metadata key carrying the leader's address on a `NotLeader` refusal.
 pub const LEADER_HINT_HEADER: &str = "x-meridian-leader";
 
-/// Both services of `node`, ready to serve.
-pub(crate) fn router(node: MetaNode) -> tonic::transport::server::Router {
+/// Both services of `node`, ready to serve; over mutual TLS when the node's peer identity is a
+/// certificate.
+pub(crate) fn router(node: MetaNode) -> Result<tonic::transport::server::Router, NodeError> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(identity) = node.inner.credentials.peer.tls() {
+        let handshake_timeout = node.inner.config.request_timeout();
+        builder = builder
+            .tls_config(crate::auth::server_tls(identity, handshake_timeout))
+            .map_err(NodeError::Tls)?;
+    }
     let raft = RaftServiceServer::new(RaftHandler { node: node.clone() })
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
     let meta = MetaServiceServer::new(MetaHandler { node })
         .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
-    tonic::transport::Server::builder()
-        .add_service(raft)
-        .add_service(meta)
+    Ok(builder.add_service(raft).add_service(meta))
 }
 
 /// Maps a node error to the status a client sees.
@@ -67,6 +73,8 @@ pub(crate) fn status_of(error: NodeError) -> Status {
         NodeError::Storage(_)
         | NodeError::Rocks { .. }
         | NodeError::Config { .. }
+        | NodeError::Tls(_)
+        | NodeError::Pki(_)
         | NodeError::Io(_) => Status::internal(error.to_string()),
     }
 }
@@ -85,12 +93,12 @@ fn running(node: &MetaNode) -> Result<(), Status> {
 }
 
 /// The gate of every handler: the caller's credentials pass `check`, and the node is serving.
-fn admit(
+fn admit<T>(
     node: &MetaNode,
-    metadata: &tonic::metadata::MetadataMap,
-    check: fn(&Credentials, &tonic::metadata::MetadataMap) -> Result<(), Status>,
+    request: &Request<T>,
+    check: fn(&Caller) -> Result<(), Status>,
 ) -> Result<(), Status> {
-    check(&node.inner.credentials, metadata)?;
+    check(&node.inner.credentials.caller(request))?;
     running(node)
 }
 
@@ -104,7 +112,7 @@ impl RaftService for RaftHandler {
         &self,
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        admit(&self.node, request.metadata(), Credentials::require_peer)?;
+        admit(&self.node, &request, Caller::require_peer)?;
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode("append entries", &request.get_ref().json)?;
         let result = self.node.raft().append_entries(rpc).await;
@@ -117,7 +125,7 @@ impl RaftService for RaftHandler {
         &self,
         request: Request<pb::RaftPayload>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        admit(&self.node, request.metadata(), Credentials::require_peer)?;
+        admit(&self.node, &request, Caller::require_peer)?;
         let rpc: VoteRequest<NodeId> = decode("vote", &request.get_ref().json)?;
         let result = self.node.raft().vote(rpc).await;
         Ok(Response::new(pb::RaftPayload {
@@ -129,7 +137,7 @@ impl RaftService for RaftHandler {
         &self,
         request: Request<pb::SnapshotChunk>,
     ) -> Result<Response<pb::RaftPayload>, Status> {
-        admit(&self.node, request.metadata(), Credentials::require_peer)?;
+        admit(&self.node, &request, Caller::require_peer)?;
         let chunk = request.into_inner();
         let rpc = InstallSnapshotRequest::<TypeConfig> {
             vote: decode("snapshot vote", &chunk.vote_json)?,
@@ -157,18 +165,18 @@ impl MetaService for MetaHandler {
         &self,
         request: Request<pb::WriteRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
-        let credentials = &self.node.inner.credentials;
+        let caller = self.node.inner.credentials.caller(&request);
         let command: Command = decode("command", &request.get_ref().command_json)?;
         if command.needs_admin() {
-            credentials.require_admin(request.metadata())?;
+            caller.require_admin()?;
         } else {
-            credentials.require_peer_or_admin(request.metadata())?;
+            caller.require_peer_or_admin()?;
         }
         running(&self.node)?;
         let message = request.get_ref();
         // Only a peer's forwarded request keeps its original stamp; anything else is stamped
         // here, by the node that first accepted it.
-        let issued_at_ms = if message.forwarded && credentials.is_peer(request.metadata()) {
+        let issued_at_ms = if message.forwarded && caller.peer {
             message.issued_at_ms
         } else {
             (self.node.inner.clock)()
@@ -191,11 +199,7 @@ impl MetaService for MetaHandler {
         &self,
         request: Request<pb::ListRequest>,
     ) -> Result<Response<pb::ListReply>, Status> {
-        admit(
-            &self.node,
-            request.metadata(),
-            Credentials::require_peer_or_admin,
-        )?;
+        admit(&self.node, &request, Caller::require_peer_or_admin)?;
         let message = request.into_inner();
         let kind = ObjectKind::parse(&message.kind).ok_or_else(|| {
             Status::invalid_argument(format!("unknown object kind `{}`", message.kind))
@@ -217,11 +221,7 @@ impl MetaService for MetaHandler {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        admit(
-            &self.node,
-            request.metadata(),
-            Credentials::require_peer_or_admin,
-        )?;
+        admit(&self.node, &request, Caller::require_peer_or_admin)?;
         let slot = self.node.watch_slot().ok_or_else(|| {
             Status::resource_exhausted("this meta node serves its maximum number of watches")
         })?;
@@ -243,7 +243,8 @@ impl MetaService for MetaHandler {
         self.node
             .inner
             .credentials
-            .require_peer_or_admin(request.metadata())?;
+            .caller(&request)
+            .require_peer_or_admin()?;
         let cells: Vec<String> = request
             .into_inner()
             .cells
@@ -260,7 +261,7 @@ impl MetaService for MetaHandler {
         &self,
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
-        admit(&self.node, request.metadata(), Credentials::require_admin)?;
+        admit(&self.node, &request, Caller::require_admin)?;
         let message = request.into_inner();
         let membership = self
             .node
@@ -274,7 +275,7 @@ impl MetaService for MetaHandler {
         &self,
         request: Request<pb::ChangeMembershipRequest>,
     ) -> Result<Response<pb::MembershipReply>, Status> {
-        admit(&self.node, request.metadata(), Credentials::require_admin)?;
+        admit(&self.node, &request, Caller::require_admin)?;
         let message = request.into_inner();
         let voters: BTreeSet<NodeId> = message.voters.into_iter().collect();
         let membership = self
@@ -289,11 +290,7 @@ impl MetaService for MetaHandler {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
-        admit(
-            &self.node,
-            request.metadata(),
-            Credentials::require_peer_or_admin,
-        )?;
+        admit(&self.node, &request, Caller::require_peer_or_admin)?;
         let (leader_id, leader_addr) = self.node.leader().unwrap_or((0, String::new()));
         let term = self.node.raft().metrics().borrow().current_term;
         Ok(Response::new(pb::StatusReply {

@@ -57,6 +57,21 @@ impl Membership {
         dead
     }
 
+    /// Whether a client is a live member.
+    pub fn contains(&self, client_id: &str) -> bool {
+        self.last_heartbeat_ms.contains_key(client_id)
+    }
+
+    /// Number of live members.
+    pub fn len(&self) -> usize {
+        self.last_heartbeat_ms.len()
+    }
+
+    /// Whether the group has no live member.
+    pub fn is_empty(&self) -> bool {
+        self.last_heartbeat_ms.is_empty()
+    }
+
     /// Live clients, sorted.
     pub fn clients(&self) -> Vec<&str> {
         self.last_heartbeat_ms.keys().map(String::as_str).collect()

@@ -212,9 +212,15 @@ impl MessagingError {
                 field: "message id",
                 ..
             } => 40009,
+            MessagingError::InvalidMessage {
+                field: "property name",
+                ..
+            } => 40007,
             MessagingError::InvalidMessage { .. } => 40000,
             MessagingError::MessageTooLarge { .. } => 41301,
-            MessagingError::EmptyBody => 40000,
+            // MESSAGE_BODY_EMPTY; the gRPC layer's `code_for_client` turns it into BAD_REQUEST
+            // for clients that predate the code (CONFORMANCE S1).
+            MessagingError::EmptyBody => 41302,
             MessagingError::PropertiesTooLarge { .. } => 43101,
             MessagingError::ReservedProperty { .. } => 40007,
             MessagingError::BatchTooLarge { .. } => 41300,

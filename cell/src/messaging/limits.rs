@@ -46,6 +46,11 @@ pub struct Limits {
     pub max_topics: usize,
     /// Most queues per topic.
     pub max_queues_per_topic: u32,
+    /// Most consumer groups in the cell.
+    pub max_groups: usize,
+    /// Most live clients per consumer group; heartbeats of further new clients are refused
+    /// rather than growing the membership without bound.
+    pub max_clients_per_group: usize,
 }
 
 impl Default for Limits {
@@ -62,7 +67,8 @@ impl Default for Limits {
             max_message_group_bytes: 63,
             max_message_id_bytes: 128,
             max_delivery_delay_ms: 24 * 3600 * 1000,
-            min_invisible_duration_ms: 1000,
+            // The RocketMQ 5 proxy's range for receive and change (CONFORMANCE §4: 10 s – 12 h).
+            min_invisible_duration_ms: 10_000,
             max_invisible_duration_ms: 12 * 3600 * 1000,
             max_receive_batch_messages: 32,
             max_long_polling_ms: 60_000,
@@ -70,6 +76,8 @@ impl Default for Limits {
             max_waiting_polls: 10_000,
             max_topics: 10_000,
             max_queues_per_topic: 1024,
+            max_groups: 10_000,
+            max_clients_per_group: 10_000,
         }
     }
 }
@@ -83,6 +91,21 @@ impl Limits {
             return Err(MessagingError::InvalidInvisibleDuration {
                 duration_ms,
                 min_ms: self.min_invisible_duration_ms,
+                max_ms: self.max_invisible_duration_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the new invisible duration of a received message. Only the maximum applies: a
+    /// consumer that failed a message (the push consumers' nack) asks for its retry backoff,
+    /// which may be shorter than the minimum a receive must ask for (the reference proxy checks
+    /// the minimum on receive only).
+    pub fn check_changed_invisible_duration(&self, duration_ms: u64) -> Result<(), MessagingError> {
+        if duration_ms > self.max_invisible_duration_ms {
+            return Err(MessagingError::InvalidInvisibleDuration {
+                duration_ms,
+                min_ms: 0,
                 max_ms: self.max_invisible_duration_ms,
             });
         }

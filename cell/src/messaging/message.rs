@@ -16,8 +16,13 @@ pub(crate) const PROP_REAL_QUEUE: &str = "__MERIDIAN_REAL_QUEUE";
 pub const PROP_DLQ_ORIGIN_TOPIC: &str = "__MERIDIAN_DLQ_ORIGIN_TOPIC";
 /// On a dead-lettered message: how many deliveries it had.
 pub const PROP_DLQ_ATTEMPTS: &str = "__MERIDIAN_DLQ_ATTEMPTS";
+/// The producer's host as it reported it (RocketMQ's `born_host`), kept for consumers.
+pub const PROP_BORN_HOST: &str = "__MERIDIAN_BORN_HOST";
 /// On a half message: the producer's requested first check delay, ms.
 pub(crate) const PROP_TXN_CHECK_DELAY_MS: &str = "__MERIDIAN_TXN_CHECK_DELAY_MS";
+
+/// Longest `born_host` accepted (a host name or an address with a port).
+pub const MAX_BORN_HOST_BYTES: usize = 255;
 
 /// A message a producer sends.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,6 +48,8 @@ pub struct OutgoingMessage {
     pub body: Vec<u8>,
     /// Producer-side creation time, ms.
     pub born_timestamp_ms: u64,
+    /// The producer's host as it reports it; empty for none.
+    pub born_host: String,
     /// For DELAY messages: when to deliver, ms since the epoch.
     pub delivery_timestamp_ms: u64,
     /// For TRANSACTION messages: delay before the first check-back, ms (0 for the default).
@@ -117,6 +124,7 @@ pub fn validate_message(
         limits.max_message_id_bytes,
     )?;
     check_text("tag", &message.tags, limits.max_tag_bytes)?;
+    check_text("born host", &message.born_host, MAX_BORN_HOST_BYTES)?;
     if message.tags.contains('|') {
         return Err(invalid(
             "tag",
@@ -192,6 +200,11 @@ pub fn validate_message(
                 "message group",
                 "is required for FIFO messages".to_string(),
             ));
+        }
+        // A blank group would be one shared "group" that clients print as nothing; RocketMQ
+        // refuses it as an illegal message group.
+        MessageType::Fifo if message.message_group.trim().is_empty() => {
+            return Err(invalid("message group", "must not be blank".to_string()));
         }
         MessageType::Delay => {
             if message.delivery_timestamp_ms == 0 {

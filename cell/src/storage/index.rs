@@ -193,6 +193,21 @@ impl Index {
             .map_err(StorageError::index("synced write"))
     }
 
+    /// Writes a batch to the WAL without waiting for an fsync: it survives a process crash (the
+    /// WAL write reaches the page cache) but not a power loss until [`Self::sync_wal`].
+    pub(crate) fn write_unsynced(&self, batch: WriteBatch) -> Result<(), StorageError> {
+        self.db
+            .write(batch)
+            .map_err(StorageError::index("unsynced write"))
+    }
+
+    /// Fsyncs the WAL, making every earlier unsynced write durable.
+    pub(crate) fn sync_wal(&self) -> Result<(), StorageError> {
+        self.db
+            .flush_wal(true)
+            .map_err(StorageError::index("WAL sync"))
+    }
+
     /// Flushes all memtables, so that a restart needs no re-indexing.
     pub(crate) fn flush(&self) -> Result<(), StorageError> {
         let families: Vec<&ColumnFamily> = DERIVED_FAMILIES

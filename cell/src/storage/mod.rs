@@ -320,9 +320,23 @@ impl Storage {
         )
     }
 
+    /// The log position up to which the log is known to be fsynced. In `sync` mode every
+    /// acknowledged append lies below it; in `async` mode it trails the visible end by up to
+    /// `async_flush_interval_ms`. Whoever records progress derived from the log (e.g. a
+    /// replication checkpoint) waits for this to pass the records the progress covers, so that a
+    /// power loss cannot keep the progress and lose the records.
+    pub fn durable_end(&self) -> u64 {
+        self.shared.durable_end.load(Ordering::Acquire)
+    }
+
     /// Counters for metrics.
     pub fn counters(&self) -> &StorageCounters {
         &self.shared.counters
+    }
+
+    /// The region this log stores local appends for (`StorageConfig::region`).
+    pub fn region(&self) -> &str {
+        &self.shared.config.region
     }
 
     /// The durability mode.
@@ -341,6 +355,26 @@ impl Storage {
         let mut batch = rocksdb::WriteBatch::default();
         batch.put_cf(self.shared.index.cf(family)?, key, value);
         self.shared.index.write_synced(batch)
+    }
+
+    /// Like [`Self::put_state`], but returns once the write is in RocksDB's WAL in the page
+    /// cache, without an fsync: it survives a process crash, and a power loss only after the
+    /// next [`Self::sync_state`] (or any synced state write). For state whose loss can only
+    /// repeat work, such as consumer progress (a lost acknowledgement means a redelivery).
+    pub fn put_state_unsynced(
+        &self,
+        family: &'static str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StorageError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(self.shared.index.cf(family)?, key, value);
+        self.shared.index.write_unsynced(batch)
+    }
+
+    /// Makes every earlier [`Self::put_state_unsynced`] write durable (one WAL fsync).
+    pub fn sync_state(&self) -> Result<(), StorageError> {
+        self.shared.index.sync_wal()
     }
 
     /// Reads a value from a state column family.

@@ -1,6 +1,9 @@
 //! `meridian bench`: benchmarks that print figures (never pass/fail timing assertions).
 
 mod disk;
+mod grpc;
+mod messaging;
+mod messaging_timers;
 mod storage;
 
 /// Which benchmark to run.
@@ -9,11 +12,20 @@ pub(crate) enum BenchCommand {
     /// The cell storage engine: append throughput and latency per durability mode, body size and
     /// concurrency; the disk's own fsync figures; recovery time per GiB; 10 vs 10,000 queues.
     Storage(storage::StorageBenchArgs),
+    /// The RocketMQ gRPC front: SendMessage throughput and latency over loopback beside
+    /// in-process `Broker::send` for the same load, so the protocol's cost is visible.
+    Grpc(grpc::GrpcBenchArgs),
+    /// The messaging layer: send and receive+ack throughput and latency with many producers and
+    /// consumers on a NORMAL and a FIFO topic, and delay-timer lateness with many pending timers;
+    /// each case checks that every message was received and acked exactly once.
+    Messaging(messaging::MessagingBenchArgs),
 }
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Storage(args) => storage::run(args),
+        BenchCommand::Grpc(args) => grpc::run(args),
+        BenchCommand::Messaging(args) => messaging::run(args),
     }
 }
 

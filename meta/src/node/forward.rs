@@ -23,13 +23,17 @@ impl MetaNode {
         if let Some(client) = self.inner.forward_clients.lock().get(addr) {
             return Ok(client.clone());
         }
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|source| NodeError::Connect {
-                addr: addr.to_string(),
-                source,
-            })?
-            .connect_timeout(self.inner.config.request_timeout())
-            .connect_lazy();
+        let credentials = &self.inner.credentials;
+        let channel = auth::endpoint(
+            addr,
+            credentials.peer.tls(),
+            self.inner.config.request_timeout(),
+        )
+        .map_err(|source| NodeError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?
+        .connect_lazy();
         let client = MetaServiceClient::new(channel)
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(GRPC_MESSAGE_BYTES_MAX);
@@ -44,7 +48,9 @@ impl MetaNode {
         let mut request = tonic::Request::new(message);
         request.set_timeout(self.inner.config.request_timeout());
         let credentials = &self.inner.credentials;
-        auth::attach_peer_token(&mut request, &credentials.peer_token)
+        credentials
+            .peer
+            .attach(&mut request)
             .and_then(|()| auth::attach_admin_token(&mut request, &credentials.admin_token))
             .map_err(|_| NodeError::Config {
                 field: "credentials",

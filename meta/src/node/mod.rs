@@ -16,7 +16,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::auth::Credentials;
+use crate::auth::{Credentials, PeerAuth};
 use crate::config::MetaConfig;
 use crate::error::NodeError;
 use crate::faults::LinkFaults;
@@ -98,11 +98,19 @@ impl RunningNode {
             clock,
         } = options;
         config.validate()?;
-        if credentials.peer_token.is_empty() || credentials.admin_token.is_empty() {
+        let empty_peer_token =
+            matches!(&credentials.peer, PeerAuth::PlaintextToken(token) if token.is_empty());
+        if empty_peer_token || credentials.admin_token.is_empty() {
             return Err(NodeError::Config {
                 field: "credentials",
                 reason: "tokens must not be empty".into(),
             });
+        }
+        if let PeerAuth::MutualTls(identity) = &credentials.peer {
+            // Checks certificate, key and CA before anything is opened, so a bad file is
+            // reported as such and not as a failing handshake later.
+            identity.rustls_server_config(&[])?;
+            identity.rustls_client_config(&[])?;
         }
         let addr = listener.local_addr()?.to_string();
         let (log_store, state_machine) = store::open(
@@ -114,7 +122,7 @@ impl RunningNode {
         let network = NetworkFactory::new(
             config.node_id,
             Arc::clone(&faults),
-            Arc::from(credentials.peer_token.as_str()),
+            credentials.peer.clone(),
             Duration::from_millis(config.raft_rpc_timeout_ms),
         );
         let raft = Raft::new(
@@ -146,7 +154,13 @@ impl RunningNode {
         });
         let node = MetaNode { inner };
         let mut stop_rx = node.inner.stop_tx.subscribe();
-        let router = server::router(node.clone());
+        let router = match server::router(node.clone()) {
+            Ok(router) => router,
+            Err(error) => {
+                let _ = node.inner.raft.shutdown().await;
+                return Err(error);
+            }
+        };
         let server = tokio::spawn(async move {
             let stopped = async move {
                 // Either the flag flipped or the sender is gone; both mean stop.

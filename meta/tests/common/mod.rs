@@ -1,5 +1,7 @@
 //! Test harness: N meta nodes in this process, each with its own RocksDB directory and gRPC
-//! server on 127.0.0.1 (ephemeral ports), sharing one `LinkFaults`.
+//! server on 127.0.0.<id> (ephemeral ports), sharing one `LinkFaults`. By default the nodes
+//! speak mutual TLS with certificates from one `DevCa` (node `id` gets a certificate for
+//! 127.0.0.<id>); `start_plaintext` runs the development transport with peer tokens.
 
 #![allow(clippy::unwrap_used, dead_code, unreachable_pub)]
 
@@ -11,8 +13,9 @@ use std::time::{Duration, Instant};
 use meridian_meta::state::{Command, ObjectKind};
 use meridian_meta::{
     ClientCredentials, Credentials, LinkFaults, MetaClient, MetaConfig, MetaNode, NodeError,
-    NodeId, NodeOptions, RunningNode, system_clock,
+    NodeId, NodeOptions, PeerAuth, RunningNode, system_clock,
 };
+use meridian_pki::{DevCa, NodeIdentity};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 
@@ -28,18 +31,26 @@ pub fn init_tracing() {
         .try_init();
 }
 
-pub fn credentials() -> Credentials {
-    Credentials {
-        peer_token: PEER_TOKEN.into(),
-        admin_token: ADMIN_TOKEN.into(),
-    }
+/// The loopback address node `id` binds.
+pub fn node_ip(id: NodeId) -> String {
+    format!("127.0.0.{id}")
 }
 
-pub fn admin() -> ClientCredentials {
-    ClientCredentials {
-        peer_token: None,
-        admin_token: Some(ADMIN_TOKEN.into()),
-    }
+/// A certificate for node `id`, valid for its loopback address.
+pub fn node_identity(ca: &DevCa, id: NodeId) -> Arc<NodeIdentity> {
+    Arc::new(
+        ca.issue(&format!("meta-{id}"), &[node_ip(id), "localhost".into()])
+            .expect("issue node certificate"),
+    )
+}
+
+/// The transport of a test cluster.
+pub enum Security {
+    MutualTls {
+        ca: Box<DevCa>,
+        admin: Arc<NodeIdentity>,
+    },
+    Plaintext,
 }
 
 /// Test timings: the WAN defaults at rtt 0, with shorter request deadlines so refusals come
@@ -56,13 +67,26 @@ pub struct Cluster {
     pub faults: Arc<LinkFaults>,
     pub addrs: BTreeMap<NodeId, SocketAddr>,
     pub nodes: BTreeMap<NodeId, Option<RunningNode>>,
+    pub security: Security,
     configure: fn(&mut MetaConfig),
 }
 
 impl Cluster {
-    /// Starts `count` nodes (ids 1..=count) and initialises them as one voter set.
+    /// Starts `count` nodes (ids 1..=count) on mutual TLS and initialises them as one voter
+    /// set.
     pub async fn start(count: u64, configure: fn(&mut MetaConfig)) -> Self {
         let cluster = Self::start_uninitialized(count, configure).await;
+        cluster.initialize().await
+    }
+
+    /// As `start`, on plain text with peer tokens.
+    pub async fn start_plaintext(count: u64, configure: fn(&mut MetaConfig)) -> Self {
+        let cluster = Self::start_with(count, configure, Security::Plaintext).await;
+        cluster.initialize().await
+    }
+
+    async fn initialize(self) -> Self {
+        let cluster = self;
         let members: BTreeMap<NodeId, String> = cluster
             .addrs
             .iter()
@@ -73,14 +97,32 @@ impl Cluster {
         cluster
     }
 
-    /// Starts `count` nodes without initialising a cluster.
+    /// Starts `count` nodes on mutual TLS without initialising a cluster.
     pub async fn start_uninitialized(count: u64, configure: fn(&mut MetaConfig)) -> Self {
+        let ca = DevCa::generate("meridian test CA").expect("generate CA");
+        let admin = Arc::new(
+            ca.issue("admin", &["admin.meridian".into()])
+                .expect("issue admin certificate"),
+        );
+        Self::start_with(
+            count,
+            configure,
+            Security::MutualTls {
+                ca: Box::new(ca),
+                admin,
+            },
+        )
+        .await
+    }
+
+    async fn start_with(count: u64, configure: fn(&mut MetaConfig), security: Security) -> Self {
         init_tracing();
         let mut cluster = Self {
             dir: TempDir::new().unwrap(),
             faults: Arc::new(LinkFaults::default()),
             addrs: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            security,
             configure,
         };
         for id in 1..=count {
@@ -91,7 +133,7 @@ impl Cluster {
 
     /// Starts node `id` on a fresh ephemeral port (not a member until added).
     pub async fn add_node(&mut self, id: NodeId) -> MetaNode {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind((node_ip(id), 0)).await.unwrap();
         self.addrs.insert(id, listener.local_addr().unwrap());
         let running = self.open(id, listener).await.unwrap();
         let node = running.node().clone();
@@ -104,12 +146,36 @@ impl Cluster {
         (self.configure)(&mut config);
         let options = NodeOptions {
             config,
-            credentials: credentials(),
+            credentials: self.credentials(id),
             data_dir: self.dir.path().join(format!("node-{id}")),
             faults: Arc::clone(&self.faults),
             clock: system_clock(),
         };
         RunningNode::start(options, listener).await
+    }
+
+    /// Node `id`'s credentials: its own certificate, or the shared peer token.
+    pub fn credentials(&self, id: NodeId) -> Credentials {
+        let peer = match &self.security {
+            Security::MutualTls { ca, .. } => PeerAuth::MutualTls(node_identity(ca, id)),
+            Security::Plaintext => PeerAuth::PlaintextToken(PEER_TOKEN.into()),
+        };
+        Credentials {
+            peer,
+            admin_token: ADMIN_TOKEN.into(),
+        }
+    }
+
+    /// What an admin tool presents: the admin token, plus a certificate under mutual TLS.
+    pub fn admin(&self) -> ClientCredentials {
+        ClientCredentials {
+            tls: match &self.security {
+                Security::MutualTls { admin, .. } => Some(Arc::clone(admin)),
+                Security::Plaintext => None,
+            },
+            peer_token: None,
+            admin_token: Some(ADMIN_TOKEN.into()),
+        }
     }
 
     pub fn node(&self, id: NodeId) -> MetaNode {
@@ -205,12 +271,12 @@ impl Cluster {
 
     /// An admin client over every node.
     pub fn client(&self) -> MetaClient {
-        MetaClient::new(self.endpoints(), admin()).with_request_timeout(Duration::from_secs(3))
+        MetaClient::new(self.endpoints(), self.admin()).with_request_timeout(Duration::from_secs(3))
     }
 
     /// An admin client pinned to one node, with a single attempt.
     pub fn client_of(&self, id: NodeId, timeout: Duration) -> MetaClient {
-        MetaClient::new(vec![self.addrs[&id].to_string()], admin())
+        MetaClient::new(vec![self.addrs[&id].to_string()], self.admin())
             .with_request_timeout(timeout)
             .with_attempts_max(1)
     }

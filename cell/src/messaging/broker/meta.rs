@@ -61,14 +61,18 @@ impl Broker {
                 max: u64::from(max),
             });
         }
-        self.create_topic_unchecked(name, queue_count, message_type)
+        self.create_topic_unchecked(name, queue_count, message_type, true)
     }
 
+    /// `enforce_max_topics` is false for dead-letter topics: there is at most one per group, and
+    /// refusing one would leave a message stuck between its last attempt and its dead-letter
+    /// queue, failing every receive of its queue.
     fn create_topic_unchecked(
         &self,
         name: &str,
         queue_count: u32,
         message_type: TopicMessageType,
+        enforce_max_topics: bool,
     ) -> Result<TopicConfig, MessagingError> {
         let _write = self.meta_write.lock();
         if let Some(existing) = self.topics.read().get(name) {
@@ -81,7 +85,7 @@ impl Broker {
                 existing_queue_count: existing.queue_count,
             });
         }
-        if self.topics.read().len() >= self.config.limits.max_topics {
+        if enforce_max_topics && self.topics.read().len() >= self.config.limits.max_topics {
             return Err(MessagingError::TooManyRequests {
                 detail: format!(
                     "the cell already has the maximum of {} topics",
@@ -109,7 +113,7 @@ impl Broker {
         if let Some(existing) = self.topics.read().get(&name) {
             return Ok(existing.clone());
         }
-        self.create_topic_unchecked(&name, 1, TopicMessageType::Mixed)
+        self.create_topic_unchecked(&name, 1, TopicMessageType::Mixed, false)
     }
 
     /// Looks a topic up.
@@ -157,6 +161,17 @@ impl Broker {
                 reason: format!("has an invalid retry policy: {reason}"),
             })?;
         let _write = self.meta_write.lock();
+        let max_groups = self.config.limits.max_groups;
+        {
+            let groups = self.groups.read();
+            if !groups.contains_key(&config.name) && groups.len() >= max_groups {
+                return Err(MessagingError::TooManyRequests {
+                    detail: format!(
+                        "the cell already has the maximum of {max_groups} consumer groups"
+                    ),
+                });
+            }
+        }
         let previous = self
             .groups
             .write()

@@ -69,6 +69,11 @@ pub struct BrokerConfig {
     /// Longest an operation waits for a record it just stored to become readable (the indexer
     /// runs slightly behind appends), e.g. a commit right after its half message was sent.
     pub max_visibility_wait_ms: u64,
+    /// Consumer progress (acks, invisibility, committed offsets) is written without an fsync
+    /// and made durable at most this long after (one WAL fsync for everything since): a power
+    /// loss can undo that much progress, which means redeliveries, never lost messages. A
+    /// process crash loses nothing.
+    pub consumer_state_sync_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -85,6 +90,7 @@ impl Default for BrokerConfig {
             max_idle_ms: 1_000,
             max_pending_transaction_checks: 4096,
             max_visibility_wait_ms: 5_000,
+            consumer_state_sync_interval_ms: 200,
         }
     }
 }
@@ -92,12 +98,13 @@ impl Default for BrokerConfig {
 /// Key of one (group, topic, queue) consumption state.
 type PopKey = (String, String, u32);
 
-/// The in-memory copy of a persisted pop state, with the bytes last written so that unchanged
-/// states are not rewritten.
+/// The in-memory copy of a persisted pop state, with the state's change count when it was last
+/// written (`None`: never written or must be rewritten), so that unchanged states are neither
+/// encoded nor rewritten.
 #[derive(Debug)]
 pub(crate) struct PopSlot {
     pub(crate) queue: PopQueue,
-    pub(crate) persisted: Vec<u8>,
+    pub(crate) persisted_changes: Option<u64>,
 }
 
 /// RocketMQ 5 messaging over one cell's storage. Share it behind an `Arc`.
@@ -126,6 +133,8 @@ pub struct Broker {
     waiting_polls: AtomicU64,
     trace_sequence: AtomicU64,
     transaction_checks: broadcast::Sender<TransactionCheck>,
+    /// Consumer progress was written since the last WAL sync.
+    progress_unsynced: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Broker {
@@ -168,6 +177,7 @@ impl Broker {
             waiting_polls: AtomicU64::new(0),
             trace_sequence,
             transaction_checks,
+            progress_unsynced: std::sync::atomic::AtomicBool::new(false),
         };
         broker.load_meta()?;
         broker.load_timers()?;
@@ -191,6 +201,15 @@ impl Broker {
 
     fn put_state(&self, key: &[u8], value: &[u8]) -> Result<(), MessagingError> {
         Ok(self.storage.put_state(CF_CONSUMER_OFFSETS, key, value)?)
+    }
+
+    /// Writes consumer progress: durable against a process crash at once, against a power loss
+    /// within `consumer_state_sync_interval_ms` (see [`BrokerConfig`]).
+    fn put_progress(&self, key: &[u8], value: &[u8]) -> Result<(), MessagingError> {
+        self.storage
+            .put_state_unsynced(CF_CONSUMER_OFFSETS, key, value)?;
+        self.progress_unsynced.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn get_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MessagingError> {
@@ -249,9 +268,44 @@ impl Broker {
         }
     }
 
-    /// Runs the background duties — releasing due delay messages and checking back on open
-    /// transactions — until `shutdown` turns true. Errors are logged and retried next round.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    /// Runs the background duties — releasing due delay messages, checking back on open
+    /// transactions and syncing consumer progress — until `shutdown` turns true. Errors are
+    /// logged and retried next round.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+        tokio::join!(
+            Arc::clone(&self).run_duties(shutdown.clone()),
+            self.sync_consumer_state(shutdown)
+        );
+    }
+
+    /// Makes consumer progress durable every `consumer_state_sync_interval_ms` while there is
+    /// unsynced progress, and once more at shutdown.
+    async fn sync_consumer_state(&self, mut shutdown: watch::Receiver<bool>) {
+        let period =
+            std::time::Duration::from_millis(self.config.consumer_state_sync_interval_ms.max(1));
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stopping = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => true,
+                _ = ticks.tick() => false,
+            };
+            if self.progress_unsynced.swap(false, Ordering::AcqRel) {
+                let storage = Arc::clone(&self.storage);
+                // The fsync blocks; keep it off the runtime's worker threads.
+                let synced = tokio::task::spawn_blocking(move || storage.sync_state()).await;
+                if !matches!(synced, Ok(Ok(()))) {
+                    tracing::warn!(?synced, "syncing consumer progress failed; retrying");
+                    self.progress_unsynced.store(true, Ordering::Release);
+                }
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    async fn run_duties(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut visible = self.storage.subscribe();
         while !*shutdown.borrow() {
             let mut wait_for_visibility = false;
@@ -348,8 +402,12 @@ impl Drop for InProgress<'_> {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_audit;
+#[cfg(test)]
 mod tests_consume;
 #[cfg(test)]
 mod tests_features;
+#[cfg(test)]
+mod tests_recovery;
 #[cfg(test)]
 mod tests_restart;

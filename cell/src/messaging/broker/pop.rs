@@ -16,6 +16,7 @@ use crate::messaging::topic::{GroupConfig, TopicConfig, TopicMessageType};
 use crate::storage::{NewRecord, Record};
 
 use super::keys::pop_key;
+use super::send::fnv1a;
 use super::trace::TraceKind;
 use super::{Broker, PopSlot};
 
@@ -53,6 +54,13 @@ pub struct ReceiveRequest {
     pub long_polling_ms: u64,
 }
 
+/// The scope receipt handles of (group, topic) carry: a stable hash, so that handles stay valid
+/// across restarts. Names cannot contain a NUL byte, so the joined text is unambiguous.
+fn handle_scope(group: &str, topic: &str) -> u32 {
+    let hash = fnv1a(&format!("{group}\0{topic}"));
+    (hash ^ (hash >> 32)) as u32
+}
+
 impl Broker {
     /// The shared consumption state of (group, topic, queue), loaded from storage on first use.
     fn pop_slot(
@@ -67,14 +75,15 @@ impl Broker {
             return Ok(Arc::clone(slot));
         }
         let state_key = pop_key(group, topic, queue_id);
-        let (queue, persisted) = match self.get_state(&state_key)? {
+        let (queue, persisted_changes) = match self.get_state(&state_key)? {
             Some(bytes) => {
                 let queue =
                     PopQueue::decode(&bytes).ok_or_else(|| MessagingError::CorruptState {
                         key: String::from_utf8_lossy(&state_key).into_owned(),
                         reason: "undecodable consumer state",
                     })?;
-                (queue, bytes)
+                let changes = queue.changes();
+                (queue, Some(changes))
             }
             None => {
                 // A group new to this queue starts at the earliest retained message.
@@ -82,10 +91,14 @@ impl Broker {
                     .storage
                     .queue_range(topic, queue_id)
                     .map_or(0, |range| range.earliest);
-                (PopQueue::new(queue_id, start), Vec::new())
+                (PopQueue::new(queue_id, start), None)
             }
         };
-        let slot = Arc::new(tokio::sync::Mutex::new(PopSlot { queue, persisted }));
+        let queue = queue.with_scope(handle_scope(group, topic));
+        let slot = Arc::new(tokio::sync::Mutex::new(PopSlot {
+            queue,
+            persisted_changes,
+        }));
         slots.insert(key, Arc::clone(&slot));
         Ok(slot)
     }
@@ -97,10 +110,10 @@ impl Broker {
         queue_id: u32,
         slot: &mut PopSlot,
     ) -> Result<(), MessagingError> {
-        let bytes = slot.queue.encode();
-        if bytes != slot.persisted {
-            self.put_state(&pop_key(group, topic, queue_id), &bytes)?;
-            slot.persisted = bytes;
+        let changes = slot.queue.changes();
+        if slot.persisted_changes != Some(changes) {
+            self.put_progress(&pop_key(group, topic, queue_id), &slot.queue.encode())?;
+            slot.persisted_changes = Some(changes);
         }
         Ok(())
     }
@@ -126,10 +139,14 @@ impl Broker {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(request.long_polling_ms);
         let mut visible = self.storage.subscribe();
         let mut consumer_events = self.consumer_events.subscribe();
-        for _ in 0..MAX_LONG_POLL_ROUNDS {
+        let mut watch_open = true;
+        let mut rounds = 0;
+        while rounds < MAX_LONG_POLL_ROUNDS {
+            rounds += 1;
             // Mark the current versions seen before looking, so a change during the look wakes us.
             visible.borrow_and_update();
             consumer_events.borrow_and_update();
+            let seen_ends = self.queue_ends(&topic, request.queue_id);
             let (messages, wakeup_ms) = self.receive_once(request, &group, &topic).await?;
             if !messages.is_empty() {
                 return Ok(messages);
@@ -143,13 +160,38 @@ impl Broker {
                 let wait = Duration::from_millis(wakeup_ms.saturating_sub(self.now_ms()));
                 until = until.min(now + wait);
             }
-            tokio::select! {
-                _ = visible.changed() => {}
-                _ = consumer_events.changed() => {}
-                _ = tokio::time::sleep_until(until) => {}
+            // The visibility watch fires on every append in the cell (other topics, trace
+            // events): look again only when one of this receive's queues grew, instead of
+            // re-examining every queue's state on each unrelated append.
+            while rounds < MAX_LONG_POLL_ROUNDS {
+                rounds += 1;
+                tokio::select! {
+                    changed = visible.changed(), if watch_open => {
+                        // A closed watch (storage shutting down) never fires again.
+                        watch_open = changed.is_ok();
+                        if self.queue_ends(&topic, request.queue_id) != seen_ends {
+                            break;
+                        }
+                    }
+                    _ = consumer_events.changed() => break,
+                    _ = tokio::time::sleep_until(until) => break,
+                }
             }
         }
         Ok(Vec::new())
+    }
+
+    /// The visible end of each queue a receive looks at.
+    fn queue_ends(&self, topic: &TopicConfig, queue_id: Option<u32>) -> Vec<u64> {
+        let end = |queue_id| {
+            self.storage
+                .queue_range(&topic.name, queue_id)
+                .map_or(0, |range| range.next)
+        };
+        match queue_id {
+            Some(queue_id) => vec![end(queue_id)],
+            None => (0..topic.queue_count).map(end).collect(),
+        }
     }
 
     /// One look at the queues; returns what could be delivered and when something might change.
@@ -180,63 +222,91 @@ impl Broker {
             if out.len() >= request.max_messages {
                 break;
             }
-            let slot = self.pop_slot(&group.name, &topic.name, queue_id)?;
-            let mut slot = slot.lock().await;
-            let now = self.now_ms();
-            slot.queue.expire(now, &group.retry);
-            for offset in slot.queue.dead_lettering() {
-                let attempts = slot.queue.entry(offset).map_or(0, |entry| entry.attempt);
-                self.dead_letter(group, topic, queue_id, offset, attempts)
-                    .await?;
-                slot.queue.dead_lettered(offset);
-                self.notify_consumers();
-            }
-            let mut fresh = self.fill(&mut slot.queue, topic, queue_id, &request.filter)?;
-            let deliveries = slot.queue.deliver(
-                now,
-                request.max_messages - out.len(),
-                request.invisible_duration_ms,
-                fifo,
-            );
-            let mut delivered = Vec::with_capacity(deliveries.len());
-            for delivery in deliveries {
-                let record = match fresh.remove(&delivery.offset) {
-                    Some(record) => Some(record),
-                    None => self.read_one(&topic.name, queue_id, delivery.offset)?,
-                };
-                match record {
-                    Some(record) => delivered.push(received(record, &delivery)),
-                    // Retention removed it; it can never be delivered.
-                    None => slot.queue.skip_to(delivery.offset + 1),
+            let room = request.max_messages - out.len();
+            match self
+                .receive_from_queue(request, group, topic, queue_id, fifo, room)
+                .await
+            {
+                Ok((delivered, next)) => {
+                    if let Some(next) = next {
+                        wakeup = Some(wakeup.map_or(next, |current: u64| current.min(next)));
+                    }
+                    out.extend(delivered);
+                }
+                Err(error) if out.is_empty() => return Err(error),
+                Err(error) => {
+                    // The messages taken from earlier queues are invisible and persisted as in
+                    // flight: failing the whole call would hide them from everyone until their
+                    // invisibility ends. Hand them out; the failing queue is retried next time.
+                    tracing::warn!(%error, group = %group.name, topic = %topic.name, queue_id, "receive from one queue failed; returning what other queues gave");
+                    break;
                 }
             }
-            // Persisted before the messages are returned: a crash after this point redelivers
-            // them when their invisibility ends, never loses them.
-            self.persist_slot(&group.name, &topic.name, queue_id, &mut slot)?;
-            if let Some(next) = slot.queue.next_wakeup_ms(now) {
-                wakeup = Some(wakeup.map_or(next, |current: u64| current.min(next)));
-            }
-            drop(slot);
-            let events = delivered
-                .iter()
-                .map(|message| {
-                    let kind = if message.delivery_attempt > 1 {
-                        TraceKind::Redelivered
-                    } else {
-                        TraceKind::Received
-                    };
-                    (
-                        message.record.message_id.clone(),
-                        kind,
-                        format!("handle {}", message.receipt_handle),
-                        message.delivery_attempt,
-                    )
-                })
-                .collect();
-            self.trace_many(events, &group.name).await;
-            out.extend(delivered);
         }
         Ok((out, wakeup))
+    }
+
+    /// One look at one queue: dead-letters what ran out of attempts, reads new records and hands
+    /// out up to `max_messages`. Returns them and when something in the queue changes next.
+    async fn receive_from_queue(
+        &self,
+        request: &ReceiveRequest,
+        group: &GroupConfig,
+        topic: &TopicConfig,
+        queue_id: u32,
+        fifo: bool,
+        max_messages: usize,
+    ) -> Result<(Vec<ReceivedMessage>, Option<u64>), MessagingError> {
+        let slot = self.pop_slot(&group.name, &topic.name, queue_id)?;
+        let mut slot = slot.lock().await;
+        let now = self.now_ms();
+        slot.queue.expire(now, &group.retry);
+        for offset in slot.queue.dead_lettering() {
+            let attempts = slot.queue.entry(offset).map_or(0, |entry| entry.attempt);
+            self.dead_letter(group, topic, queue_id, offset, attempts)
+                .await?;
+            slot.queue.dead_lettered(offset);
+            self.notify_consumers();
+        }
+        let mut fresh = self.fill(&mut slot.queue, topic, queue_id, &request.filter)?;
+        let deliveries = slot
+            .queue
+            .deliver(now, max_messages, request.invisible_duration_ms, fifo);
+        let mut delivered = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let record = match fresh.remove(&delivery.offset) {
+                Some(record) => Some(record),
+                None => self.read_one(&topic.name, queue_id, delivery.offset)?,
+            };
+            match record {
+                Some(record) => delivered.push(received(record, &delivery)),
+                // Retention removed it; it can never be delivered.
+                None => slot.queue.skip_to(delivery.offset + 1),
+            }
+        }
+        // Persisted before the messages are returned: a crash after this point redelivers
+        // them when their invisibility ends, never loses them.
+        self.persist_slot(&group.name, &topic.name, queue_id, &mut slot)?;
+        let wakeup = slot.queue.next_wakeup_ms(now);
+        drop(slot);
+        let events = delivered
+            .iter()
+            .map(|message| {
+                let kind = if message.delivery_attempt > 1 {
+                    TraceKind::Redelivered
+                } else {
+                    TraceKind::Received
+                };
+                (
+                    message.record.message_id.clone(),
+                    kind,
+                    format!("handle {}", message.receipt_handle),
+                    message.delivery_attempt,
+                )
+            })
+            .collect();
+        self.trace_many(events, &group.name).await;
+        Ok((delivered, wakeup))
     }
 
     /// Reads records at the state's cursor until it holds enough unfinished entries or the
@@ -348,7 +418,13 @@ impl Broker {
         names::validate_consumable_topic(topic)?;
         let topic = self.topic(topic)?;
         let handle = ReceiptHandle::decode(receipt_handle)?;
-        self.check_queue(&topic, handle.queue_id)?;
+        if handle.queue_id >= topic.queue_count {
+            // Not a client error about queues: the handle was not issued for this topic.
+            return Err(MessagingError::InvalidReceiptHandle {
+                handle: receipt_handle.to_string(),
+                reason: "it names a queue the topic does not have",
+            });
+        }
         let slot = self.pop_slot(&group.name, &topic.name, handle.queue_id)?;
         Ok((group, topic, handle, slot))
     }
@@ -397,7 +473,7 @@ impl Broker {
     ) -> Result<String, MessagingError> {
         self.config
             .limits
-            .check_invisible_duration(invisible_duration_ms)?;
+            .check_changed_invisible_duration(invisible_duration_ms)?;
         let (group, topic, handle, slot) = self.handle_slot(group, topic, receipt_handle)?;
         let mut slot = slot.lock().await;
         let delivery =
@@ -447,6 +523,12 @@ impl Broker {
     ) -> Result<(), MessagingError> {
         let (group, topic, handle, slot) = self.handle_slot(group, topic, receipt_handle)?;
         let mut slot = slot.lock().await;
+        if slot.queue.is_finished(&handle) {
+            // Idempotent: the PY FIFO push consumer retries this call every second until it
+            // gets OK (CONFORMANCE D1), so a retry after a lost answer must not fail forever.
+            // The message is done for this group either way.
+            return Ok(());
+        }
         slot.queue.forward_to_dead_letter(&handle)?;
         self.dead_letter(
             &group,
@@ -474,8 +556,8 @@ impl Broker {
     ) -> Result<(), MessagingError> {
         let slot = self.pop_slot(group, topic, queue_id)?;
         let mut slot = slot.lock().await;
-        slot.queue = PopQueue::new(queue_id, offset);
-        slot.persisted.clear();
+        slot.queue.reset(offset);
+        slot.persisted_changes = None;
         self.persist_slot(group, topic, queue_id, &mut slot)?;
         drop(slot);
         self.notify_consumers();

@@ -124,7 +124,7 @@ impl Broker {
                 next,
             });
         }
-        self.put_state(
+        self.put_progress(
             &offset_key(&group.name, &topic.name, queue_id, client_id),
             &offset.to_le_bytes(),
         )
@@ -185,6 +185,12 @@ impl Broker {
         let mut members = self.members.lock();
         let membership = members.entry(group.to_string()).or_default();
         membership.expire(now, self.config.session_timeout_ms);
+        let max_clients = self.config.limits.max_clients_per_group;
+        if !membership.contains(client_id) && membership.len() >= max_clients {
+            return Err(MessagingError::TooManyRequests {
+                detail: format!("consumer group {group} already has {max_clients} live clients"),
+            });
+        }
         membership.heartbeat(client_id, now);
         Ok(membership.generation())
     }

@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 
 use crate::messaging::error::MessagingError;
 use crate::messaging::message::{
-    OutgoingMessage, PROP_REAL_QUEUE, PROP_REAL_TOPIC, PROP_TXN_CHECK_DELAY_MS, SendReceipt,
-    validate_batch_bytes, validate_batch_count, validate_message,
+    OutgoingMessage, PROP_BORN_HOST, PROP_REAL_QUEUE, PROP_REAL_TOPIC, PROP_TXN_CHECK_DELAY_MS,
+    SendReceipt, validate_batch_bytes, validate_batch_count, validate_message,
 };
-use crate::messaging::names::{HALF_TOPIC, TIMER_TOPIC};
+use crate::messaging::names::{self, HALF_TOPIC, TIMER_TOPIC};
 use crate::messaging::topic::TopicConfig;
 use crate::storage::{MessageType, NewRecord};
 
@@ -28,7 +28,7 @@ enum Route {
 
 /// A stable 64-bit FNV-1a hash: FIFO routing must not change between processes, which rules out
 /// the standard library's randomly seeded hasher.
-fn fnv1a(text: &str) -> u64 {
+pub(super) fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3)
     })
@@ -63,6 +63,9 @@ impl Broker {
         validate_batch_count(messages.len(), &self.config.limits)?;
         let now = self.now_ms();
         for message in &messages {
+            // A malformed name is ILLEGAL_TOPIC, not TOPIC_NOT_FOUND; internal topics are not
+            // valid names, so producers cannot write into them.
+            names::validate_consumable_topic(&message.topic)?;
             validate_message(message, &self.config.limits, now)?;
         }
         validate_batch_bytes(&messages, &self.config.limits)?;
@@ -97,6 +100,12 @@ impl Broker {
                 delivery_timestamp_ms: message.delivery_timestamp_ms,
                 replicated: None,
             };
+            if !message.born_host.is_empty() {
+                // Validated above; stored as a system property so consumers see it.
+                record
+                    .properties
+                    .insert(PROP_BORN_HOST.to_string(), message.born_host);
+            }
             if route != Route::Direct {
                 record.properties.insert(
                     PROP_REAL_TOPIC.to_string(),

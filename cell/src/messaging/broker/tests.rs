@@ -382,8 +382,9 @@ async fn change_invisible_duration_replaces_the_handle() {
         Err(MessagingError::StaleReceiptHandle { .. })
     ));
     broker.ack("g", "orders", &renewed).await.unwrap();
+    // Only the maximum applies to a change (a nack asks for its short retry backoff).
     let error = broker
-        .change_invisible_duration("g", "orders", &renewed, 1)
+        .change_invisible_duration("g", "orders", &renewed, 12 * 3_600_000 + 1)
         .await
         .unwrap_err();
     assert_eq!(error.rocketmq_code(), 40011);

@@ -18,7 +18,7 @@ use crate::messaging::topic::{GroupConfig, TopicMessageType};
 use crate::storage::MessageType;
 
 /// Closes the broker and its storage (every `Arc` must be gone) and reopens both.
-fn restart(broker: Arc<Broker>, dir: &Path, clock: &Arc<ManualClock>) -> Arc<Broker> {
+pub(super) fn restart(broker: Arc<Broker>, dir: &Path, clock: &Arc<ManualClock>) -> Arc<Broker> {
     let storage = Arc::clone(broker.storage());
     drop(broker);
     let storage = Arc::try_unwrap(storage).expect("the broker was the storage's only other owner");

@@ -1,15 +1,18 @@
 //! Receipt handles: the token a consumer presents to ack or change the invisibility of a message
 //! it received.
 //!
-//! A handle names the queue and offset of the message, the delivery attempt it was issued for and
-//! a nonce unique within that queue's consumer state. Only the newest handle of an in-flight
-//! message is accepted: redelivery and a change of invisible duration issue a new nonce, which
-//! makes every earlier handle stale. Handles are opaque text to clients.
+//! A handle names the queue and offset of the message, the delivery attempt it was issued for, a
+//! nonce unique within that queue's consumer state and a scope naming the (group, topic) it was
+//! issued for. Only the newest handle of an in-flight message is accepted: redelivery and a change
+//! of invisible duration issue a new nonce, which makes every earlier handle stale. The scope
+//! matters because nonces are counted per (group, topic, queue): without it, two groups reading
+//! the same queue would issue identical handles, and one group's handle would ack the other's
+//! message. Handles are opaque text to clients.
 
 use crate::messaging::error::MessagingError;
 
 /// Prefix and version of the text form.
-const HANDLE_PREFIX: &str = "m1";
+const HANDLE_PREFIX: &str = "m2";
 /// Longest handle text accepted before parsing.
 pub const MAX_RECEIPT_HANDLE_BYTES: usize = 128;
 
@@ -24,14 +27,16 @@ pub struct ReceiptHandle {
     pub attempt: u32,
     /// Unique per issue within the queue's consumer state.
     pub nonce: u64,
+    /// Hash of the (group, topic) the handle was issued for.
+    pub scope: u32,
 }
 
 impl ReceiptHandle {
     /// The text form given to clients.
     pub fn encode(&self) -> String {
         format!(
-            "{HANDLE_PREFIX}.{:x}.{:x}.{:x}.{:x}",
-            self.queue_id, self.offset, self.attempt, self.nonce
+            "{HANDLE_PREFIX}.{:x}.{:x}.{:x}.{:x}.{:x}",
+            self.queue_id, self.offset, self.attempt, self.nonce, self.scope
         )
     }
 
@@ -59,6 +64,7 @@ impl ReceiptHandle {
         let offset = field()?;
         let attempt = u32::try_from(field()?).map_err(|_| invalid("attempt out of range"))?;
         let nonce = field()?;
+        let scope = u32::try_from(field()?).map_err(|_| invalid("scope out of range"))?;
         if parts.next().is_some() {
             return Err(invalid("too many fields"));
         }
@@ -67,6 +73,7 @@ impl ReceiptHandle {
             offset,
             attempt,
             nonce,
+            scope,
         })
     }
 }
@@ -83,17 +90,19 @@ mod tests {
             offset: u64::MAX,
             attempt: 3,
             nonce: 0xdead_beef,
+            scope: u32::MAX,
         };
         assert_eq!(ReceiptHandle::decode(&handle.encode()).unwrap(), handle);
         for bad in [
             "",
             "m1",
+            "m1.1.2.3.4",
             "m2.1.2.3.4",
-            "m1.1.2.3",
-            "m1.1.2.3.4.5",
-            "m1.x.2.3.4",
-            "m1.1.2.3.",
-            "m1.100000000.1.1.1",
+            "m2.1.2.3.4.5.6",
+            "m2.x.2.3.4.5",
+            "m2.1.2.3.4.",
+            "m2.100000000.1.1.1.1",
+            "m2.1.1.1.1.100000000",
         ] {
             assert!(
                 matches!(
@@ -103,6 +112,6 @@ mod tests {
                 "{bad:?}"
             );
         }
-        assert!(ReceiptHandle::decode(&"m1.".repeat(100)).is_err());
+        assert!(ReceiptHandle::decode(&"m2.".repeat(100)).is_err());
     }
 }

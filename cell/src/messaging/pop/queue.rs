@@ -64,13 +64,37 @@ pub struct Delivery {
     pub invisible_until_ms: u64,
 }
 
+/// Counts the changes of a state, so that the shell persists only a state that changed instead
+/// of encoding every state it looked at (a receive looks at every queue of a topic). Not part of
+/// the state's value: two states with the same content are equal whatever their counts.
+#[derive(Debug, Clone, Copy, Default)]
+struct Changes(u64);
+
+impl PartialEq for Changes {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Changes {}
+
+impl Changes {
+    fn bump(&mut self) {
+        self.0 = self.0.wrapping_add(1);
+    }
+}
+
 /// The consumption state of one (group, topic, queue).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PopQueue {
     queue_id: u32,
+    /// The (group, topic) hash put into every handle; derived from the state's key, so it is
+    /// not persisted.
+    scope: u32,
     read_cursor: u64,
     next_nonce: u64,
     entries: BTreeMap<u64, Entry>,
+    changes: Changes,
 }
 
 impl PopQueue {
@@ -78,10 +102,32 @@ impl PopQueue {
     pub fn new(queue_id: u32, offset: u64) -> Self {
         PopQueue {
             queue_id,
+            scope: 0,
             read_cursor: offset,
             next_nonce: 1,
             entries: BTreeMap::new(),
+            changes: Changes::default(),
         }
+    }
+
+    /// A counter that moves whenever the persisted content may have changed.
+    pub fn changes(&self) -> u64 {
+        self.changes.0
+    }
+
+    /// Sets the (group, topic) hash that handles carry and must match.
+    pub fn with_scope(mut self, scope: u32) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// Starts over at `offset` (an offset reset), dropping every unfinished entry. The nonce
+    /// counter is kept: restarting it would reissue the exact handles given out before the reset,
+    /// and a stale one would then ack the new delivery of the same offset.
+    pub fn reset(&mut self, offset: u64) {
+        self.entries.clear();
+        self.read_cursor = offset;
+        self.changes.bump();
     }
 
     /// The offset of the next record to read from the log.
@@ -120,6 +166,7 @@ impl PopQueue {
             "records are admitted in queue order"
         );
         self.read_cursor = offset.max(self.read_cursor) + 1;
+        self.changes.bump();
         if matches {
             self.entries.insert(
                 offset,
@@ -136,16 +183,22 @@ impl PopQueue {
     /// Skips records retention removed: the cursor jumps to `earliest`, and entries below it are
     /// dropped since their messages no longer exist.
     pub fn skip_to(&mut self, earliest: u64) {
+        let before = self.entries.len();
         if earliest > self.read_cursor {
             self.read_cursor = earliest;
+            self.changes.bump();
         }
         self.entries.retain(|offset, _| *offset >= earliest);
+        if self.entries.len() != before {
+            self.changes.bump();
+        }
     }
 
     /// Moves every expired delivery on: back to ready (it is redelivered with the next attempt)
     /// or, when its attempts are used up, to dead-lettering. Returns the offsets to dead-letter.
     pub fn expire(&mut self, now_ms: u64, retry: &RetryPolicy) -> Vec<u64> {
         let mut dead = Vec::new();
+        let mut changed = false;
         for (offset, entry) in &mut self.entries {
             if let EntryState::InFlight { invisible_until_ms } = entry.state
                 && invisible_until_ms <= now_ms
@@ -158,7 +211,11 @@ impl PopQueue {
                         visible_at_ms: invisible_until_ms,
                     };
                 }
+                changed = true;
             }
+        }
+        if changed {
+            self.changes.bump();
         }
         dead
     }
@@ -181,6 +238,7 @@ impl PopQueue {
             .is_some_and(|entry| entry.state == EntryState::DeadLettering)
         {
             self.entries.remove(&offset);
+            self.changes.bump();
         }
     }
 
@@ -224,6 +282,7 @@ impl PopQueue {
                     offset,
                     attempt: entry.attempt,
                     nonce,
+                    scope: self.scope,
                 };
                 out.push(Delivery {
                     offset,
@@ -239,11 +298,18 @@ impl PopQueue {
     fn take_nonce(&mut self) -> u64 {
         let nonce = self.next_nonce;
         self.next_nonce += 1;
+        self.changes.bump();
         nonce
     }
 
     /// The entry a handle names, if the handle is its newest.
     fn current(&mut self, handle: &ReceiptHandle) -> Result<&mut Entry, MessagingError> {
+        if handle.scope != self.scope || handle.queue_id != self.queue_id {
+            return Err(MessagingError::InvalidReceiptHandle {
+                handle: handle.encode(),
+                reason: "it was issued for another consumer group, topic or queue",
+            });
+        }
         let entry = self.entries.get_mut(&handle.offset).ok_or_else(|| MessagingError::InvalidReceiptHandle {
             handle: handle.encode(),
             reason: "the message is not in flight (already acked, dead-lettered or never delivered)",
@@ -262,11 +328,21 @@ impl PopQueue {
         Ok(entry)
     }
 
+    /// Whether a handle of this state names a message that is already finished (acked,
+    /// dead-lettered or filtered out): read, and no longer unfinished.
+    pub fn is_finished(&self, handle: &ReceiptHandle) -> bool {
+        handle.scope == self.scope
+            && handle.queue_id == self.queue_id
+            && handle.offset < self.read_cursor
+            && !self.entries.contains_key(&handle.offset)
+    }
+
     /// Acks a delivery. A handle from before a redelivery or an invisibility change is stale.
     /// An expired delivery that was not redelivered yet may still be acked: nobody else has it.
     pub fn ack(&mut self, handle: &ReceiptHandle) -> Result<(), MessagingError> {
         self.current(handle)?;
         self.entries.remove(&handle.offset);
+        self.changes.bump();
         Ok(())
     }
 
@@ -281,6 +357,7 @@ impl PopQueue {
         self.current(handle)?;
         let nonce = self.take_nonce();
         let queue_id = self.queue_id;
+        let scope = self.scope;
         let entry = self.current(handle)?;
         entry.nonce = nonce;
         let invisible_until_ms = now_ms.saturating_add(invisible_ms);
@@ -291,6 +368,7 @@ impl PopQueue {
             offset: handle.offset,
             attempt,
             nonce,
+            scope,
         };
         Ok(Delivery {
             offset: handle.offset,
@@ -309,14 +387,16 @@ impl PopQueue {
         retry: &RetryPolicy,
     ) -> Result<bool, MessagingError> {
         let entry = self.current(handle)?;
-        if retry.exhausted(entry.attempt) {
-            entry.state = EntryState::DeadLettering;
-            return Ok(true);
-        }
-        entry.state = EntryState::Ready {
-            visible_at_ms: now_ms.saturating_add(retry.backoff_ms(entry.attempt)),
+        let dead = retry.exhausted(entry.attempt);
+        entry.state = if dead {
+            EntryState::DeadLettering
+        } else {
+            EntryState::Ready {
+                visible_at_ms: now_ms.saturating_add(retry.backoff_ms(entry.attempt)),
+            }
         };
-        Ok(false)
+        self.changes.bump();
+        Ok(dead)
     }
 
     /// Sends a delivery to the dead-letter queue at the consumer's request (RocketMQ's
@@ -324,6 +404,7 @@ impl PopQueue {
     pub fn forward_to_dead_letter(&mut self, handle: &ReceiptHandle) -> Result<(), MessagingError> {
         let entry = self.current(handle)?;
         entry.state = EntryState::DeadLettering;
+        self.changes.bump();
         Ok(())
     }
 
@@ -417,9 +498,11 @@ impl PopQueue {
         reader.finish()?;
         Some(PopQueue {
             queue_id,
+            scope: 0,
             read_cursor,
             next_nonce,
             entries,
+            changes: Changes::default(),
         })
     }
 }

@@ -231,6 +231,90 @@ fn retention_skip_drops_vanished_entries() {
     assert_eq!((queue.read_cursor(), queue.unfinished()), (200, 0));
 }
 
+#[test]
+fn reset_keeps_the_nonce_counter_so_old_handles_stay_stale() {
+    let mut queue = queue_with(&["", ""]);
+    let before = queue.deliver(0, 1, INVISIBLE_MS, false).remove(0);
+    queue.reset(100);
+    queue.admit(100, "", true);
+    let after = queue.deliver(0, 1, INVISIBLE_MS, false).remove(0);
+    assert_eq!((after.offset, after.attempt), (before.offset, 1));
+    assert_ne!(after.handle, before.handle);
+    assert!(matches!(
+        queue.ack(&before.handle),
+        Err(MessagingError::StaleReceiptHandle { .. })
+    ));
+    queue.ack(&after.handle).unwrap();
+}
+
+#[test]
+fn handles_of_another_scope_or_queue_are_refused() {
+    let mut queue = PopQueue::new(3, 100).with_scope(7);
+    queue.admit(100, "", true);
+    let delivery = queue.deliver(0, 1, INVISIBLE_MS, false).remove(0);
+    assert_eq!(delivery.handle.scope, 7);
+    for foreign in [
+        ReceiptHandle {
+            scope: 8,
+            ..delivery.handle
+        },
+        ReceiptHandle {
+            queue_id: 4,
+            ..delivery.handle
+        },
+    ] {
+        assert!(matches!(
+            queue.ack(&foreign),
+            Err(MessagingError::InvalidReceiptHandle { .. })
+        ));
+    }
+    let renewed = queue
+        .change_invisible(&delivery.handle, 1, INVISIBLE_MS)
+        .unwrap();
+    assert_eq!(renewed.handle.scope, 7, "a renewed handle keeps its scope");
+    queue.ack(&renewed.handle).unwrap();
+}
+
+#[test]
+fn the_change_count_moves_exactly_when_the_persisted_content_may_change() {
+    let retry = policy(2);
+    let mut queue = queue_with(&["A", "A"]);
+    let mut last = queue.changes();
+    let mut moved = |queue: &PopQueue| {
+        let now = queue.changes();
+        let moved = now != last;
+        last = now;
+        moved
+    };
+    assert!(!moved(&queue));
+    let first = queue.deliver(0, 10, INVISIBLE_MS, true);
+    assert_eq!(first.len(), 1);
+    assert!(moved(&queue), "a delivery");
+    assert!(queue.deliver(1, 10, INVISIBLE_MS, true).is_empty());
+    assert!(queue.expire(1, &retry).is_empty());
+    let _ = queue.next_wakeup_ms(1);
+    let _ = queue.encode();
+    assert!(!moved(&queue), "looking changes nothing");
+    assert!(queue.expire(INVISIBLE_MS, &retry).is_empty());
+    assert!(moved(&queue), "an expiry");
+    let second = queue.deliver(INVISIBLE_MS, 1, INVISIBLE_MS, true).remove(0);
+    assert!(moved(&queue));
+    assert!(queue.nack(&second.handle, INVISIBLE_MS, &retry).unwrap());
+    assert!(moved(&queue), "a nack to dead-lettering");
+    queue.dead_lettered(second.offset);
+    assert!(moved(&queue), "a dead letter confirmed");
+    let third = queue.deliver(INVISIBLE_MS, 1, INVISIBLE_MS, true).remove(0);
+    assert!(moved(&queue));
+    queue.ack(&third.handle).unwrap();
+    assert!(moved(&queue), "an ack");
+    queue.skip_to(0);
+    assert!(!moved(&queue), "a skip below everything");
+    queue.admit(102, "", false);
+    assert!(moved(&queue), "a filtered record moves the cursor");
+    queue.reset(50);
+    assert!(moved(&queue), "a reset");
+}
+
 mod properties {
     use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,0 +1,481 @@
+//! The IO shell of the replicator: QUIC endpoints (quinn) with mutual TLS (rustls, ring
+//! provider), one outbound link task per peer region and one inbound session per accepted link,
+//! each driving the sans-IO state machines of [`crate::link`] against the cell's `Storage`.
+//!
+//! **One bidirectional stream per link connection.** The link carries one ordered log; batches
+//! must be applied in origin order, and a single stream gives that order without resequencing.
+//! Head-of-line blocking between independent flows, the usual reason for several streams, does
+//! not arise: there is one flow per link, and control traffic (acks, pongs, digests) runs the
+//! other way on the same stream, so it never queues behind data. Flow control is the link's own
+//! credit window, which bounds what QUIC has to buffer. Consumer-state records, when they come,
+//! travel in the same log and so in the same stream.
+//!
+//! Each side reads its stream in a separate task that hands whole frames to the session loop
+//! through a small bounded channel: quinn's `read_exact` is not cancel-safe, so it must not sit
+//! in a `select!` next to timers. The session loop writes inline. This cannot deadlock: what
+//! the receiver writes (acks, pongs) is a few dozen bytes per batch, bounded by the window, and
+//! fits in QUIC's stream receive buffer even while the sender's loop is busy writing.
+
+mod receiver;
+mod sender;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_cell::Storage;
+use parking_lot::Mutex;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::error::ReplicatorError;
+use crate::link::frame::{self, FRAME_HEADER_BYTES, Frame, Limits};
+use crate::link::receiver::ReceiverConfig;
+use crate::link::sender::SenderConfig;
+
+pub use receiver::LinkStats;
+
+/// The ALPN protocol name of replication links; a peer offering anything else is refused.
+pub const ALPN: &[u8] = b"meridian-repl/1";
+/// Frames buffered between a stream's reader task and its session loop.
+const READ_QUEUE_FRAMES: usize = 64;
+
+/// A region this replicator sends its records to.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// The peer's region name (the destination in Hello).
+    pub region: String,
+    /// Its replicator's UDP address.
+    pub addr: SocketAddr,
+    /// The name its certificate must carry.
+    pub server_name: String,
+}
+
+/// Settings of one region's replicator.
+#[derive(Debug, Clone)]
+pub struct ReplicatorConfig {
+    /// This region (must equal the storage's region).
+    pub region: String,
+    /// UDP address to accept inbound links on (port 0 picks one).
+    pub listen_addr: SocketAddr,
+    /// TLS for accepted links: must verify client certificates against the cluster CA.
+    pub server_tls: Arc<rustls::ServerConfig>,
+    /// TLS for outbound links: must present this node's certificate.
+    pub client_tls: Arc<rustls::ClientConfig>,
+    /// Regions to send to.
+    pub peers: Vec<PeerConfig>,
+    /// Sending side of every outbound link.
+    pub sender: SenderConfig,
+    /// Receiving side of every inbound link.
+    pub receiver: ReceiverConfig,
+    /// First reconnect delay.
+    pub reconnect_base_delay_ms: u64,
+    /// Longest reconnect delay.
+    pub reconnect_max_delay_ms: u64,
+    /// Seed of the reconnect jitter and link ids (fixed in tests for reproducible runs).
+    pub rng_seed: u64,
+    /// How long a graceful shutdown lets sessions finish before it aborts them.
+    pub shutdown_grace_ms: u64,
+    /// When set, each outbound link asks its peer this often for the digest of the origin range
+    /// acknowledged since the last match and compares it with its own log (mismatches are
+    /// logged and counted). The receiver scans its whole log per request, so this is for tests
+    /// and drills until the verification loop narrows the scan.
+    pub verify_interval_ms: Option<u64>,
+}
+
+impl ReplicatorConfig {
+    /// Defaults for `region` listening on `listen_addr`.
+    pub fn new(
+        region: impl Into<String>,
+        listen_addr: SocketAddr,
+        server_tls: Arc<rustls::ServerConfig>,
+        client_tls: Arc<rustls::ClientConfig>,
+    ) -> Self {
+        ReplicatorConfig {
+            region: region.into(),
+            listen_addr,
+            server_tls,
+            client_tls,
+            peers: Vec::new(),
+            sender: SenderConfig::default(),
+            receiver: ReceiverConfig::default(),
+            reconnect_base_delay_ms: 100,
+            reconnect_max_delay_ms: 10_000,
+            rng_seed: rand::random(),
+            shutdown_grace_ms: 5_000,
+            verify_interval_ms: None,
+        }
+    }
+
+    /// Defaults for `region`, with TLS from a node identity of the cluster's PKI: this node's
+    /// certificate on both sides, the cluster CA as the only trust anchor.
+    pub fn with_identity(
+        region: impl Into<String>,
+        listen_addr: SocketAddr,
+        identity: &meridian_pki::NodeIdentity,
+    ) -> Result<Self, ReplicatorError> {
+        let alpn = [ALPN.to_vec()];
+        let server = identity.rustls_server_config(&alpn)?;
+        let client = identity.rustls_client_config(&alpn)?;
+        Ok(Self::new(
+            region,
+            listen_addr,
+            Arc::new(server),
+            Arc::new(client),
+        ))
+    }
+
+    fn validate(&self, storage_region: &str) -> Result<(), ReplicatorError> {
+        let invalid = |field, reason: String| Err(ReplicatorError::InvalidConfig { field, reason });
+        if self.region != storage_region {
+            return invalid(
+                "region",
+                format!(
+                    "{:?} differs from the storage's region {storage_region:?}",
+                    self.region
+                ),
+            );
+        }
+        self.sender.limits.validate()?;
+        self.receiver.limits.validate()?;
+        if self.sender.limits != self.receiver.limits {
+            return invalid(
+                "sender.limits",
+                "must equal receiver.limits: both ends of a link decode with the same limits"
+                    .into(),
+            );
+        }
+        if self.sender.ping_interval_ms == 0
+            || self.sender.ping_interval_ms >= self.receiver.idle_timeout_ms
+        {
+            return invalid(
+                "sender.ping_interval_ms",
+                format!(
+                    "{} must be positive and below receiver.idle_timeout_ms ({})",
+                    self.sender.ping_interval_ms, self.receiver.idle_timeout_ms
+                ),
+            );
+        }
+        if self.receiver.window_bytes == 0 || self.receiver.window_entries == 0 {
+            return invalid(
+                "receiver.window_bytes",
+                "the window must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Progress of the inbound link of one origin region.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Applied through here, as this process knows it; `None` until loaded.
+    applied: Option<u64>,
+    /// The persisted checkpoint; `None` until loaded.
+    persisted: Option<u64>,
+}
+
+/// One origin's progress, and the stop signal of the session that owns it.
+#[derive(Debug, Default)]
+struct OriginSlot {
+    progress: Arc<tokio::sync::Mutex<Progress>>,
+    current: Mutex<Option<watch::Sender<bool>>>,
+}
+
+/// State shared by the replicator's tasks.
+struct Shared {
+    config: ReplicatorConfig,
+    storage: Arc<Storage>,
+    endpoint: quinn::Endpoint,
+    shutdown: watch::Receiver<bool>,
+    origins: Mutex<HashMap<String, Arc<OriginSlot>>>,
+    stats: LinkStats,
+}
+
+/// A running replicator: accepts inbound links and keeps one outbound link per peer.
+pub struct Replicator {
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Replicator {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Replicator")
+            .field("region", &self.shared.config.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replicator {
+    /// Binds the endpoint and starts the links. Must be called within a tokio runtime.
+    pub fn start(config: ReplicatorConfig, storage: Arc<Storage>) -> Result<Self, ReplicatorError> {
+        config.validate(storage.region())?;
+        let server = server_config(&config)?;
+        let mut endpoint =
+            quinn::Endpoint::server(server, config.listen_addr).map_err(|source| {
+                ReplicatorError::Io {
+                    operation: "bind the replication endpoint",
+                    source,
+                }
+            })?;
+        endpoint.set_default_client_config(client_config(&config)?);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config,
+            storage,
+            endpoint,
+            shutdown: shutdown_rx,
+            origins: Mutex::new(HashMap::new()),
+            stats: LinkStats::default(),
+        });
+        let replicator = Replicator {
+            tasks: Mutex::new(vec![tokio::spawn(receiver::accept_loop(Arc::clone(
+                &shared,
+            )))]),
+            shared,
+            shutdown,
+        };
+        for peer in replicator.shared.config.peers.clone() {
+            replicator.add_peer(peer)?;
+        }
+        Ok(replicator)
+    }
+
+    /// Starts an outbound link to one more region.
+    pub fn add_peer(&self, peer: PeerConfig) -> Result<(), ReplicatorError> {
+        if peer.region == self.shared.config.region {
+            return Err(ReplicatorError::InvalidConfig {
+                field: "peers",
+                reason: format!("{:?} is this region", peer.region),
+            });
+        }
+        let mut tasks = self.tasks.lock();
+        // Each link gets its own reproducible jitter and link-id stream.
+        let seed = self.shared.config.rng_seed.wrapping_add(tasks.len() as u64);
+        tasks.push(tokio::spawn(sender::link_loop(
+            Arc::clone(&self.shared),
+            peer,
+            seed,
+        )));
+        Ok(())
+    }
+
+    /// The UDP address inbound links reach.
+    pub fn local_addr(&self) -> Result<SocketAddr, ReplicatorError> {
+        self.shared
+            .endpoint
+            .local_addr()
+            .map_err(|source| ReplicatorError::Io {
+                operation: "read the endpoint's address",
+                source,
+            })
+    }
+
+    /// Counters of this replicator's links.
+    pub fn stats(&self) -> &LinkStats {
+        &self.shared.stats
+    }
+
+    /// Stops the links: sessions finish the append or checkpoint write they are in, tell their
+    /// peers, and end; then the endpoint closes.
+    ///
+    /// A session that has not ended within `shutdown_grace_ms` (e.g. one blocked writing to a
+    /// peer that stopped reading) is aborted, which is as safe as a crash: the checkpoint never
+    /// covers more than the log holds.
+    pub async fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(self.shared.config.shutdown_grace_ms);
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock());
+        for mut task in tasks {
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "replicator task failed"),
+                Err(_) => {
+                    tracing::warn!(
+                        grace_ms = self.shared.config.shutdown_grace_ms,
+                        "replicator task did not stop within the grace period; aborting it"
+                    );
+                    task.abort();
+                }
+            }
+        }
+        self.shared.endpoint.close(0u32.into(), b"shutdown");
+        // Draining lasts a few round trips; a peer that vanished is not waited for beyond it.
+        let _ = tokio::time::timeout_at(
+            deadline + Duration::from_millis(self.shared.config.shutdown_grace_ms),
+            self.shared.endpoint.wait_idle(),
+        )
+        .await;
+    }
+
+    /// Stops everything at once, as a crash of the replicator would: tasks are dropped wherever
+    /// they are (an append already handed to the storage still completes there).
+    pub fn abort(&self) {
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
+        }
+        self.shared.endpoint.close(1u32.into(), b"abort");
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+fn transport(config: &ReplicatorConfig) -> Result<Arc<quinn::TransportConfig>, ReplicatorError> {
+    let mut transport = quinn::TransportConfig::default();
+    // QUIC's own idle timeout backs up the link's: a peer that vanished without a word is
+    // detected even when no frame is due.
+    let idle_ms = config
+        .sender
+        .idle_timeout_ms
+        .max(config.receiver.idle_timeout_ms);
+    let idle = quinn::IdleTimeout::try_from(Duration::from_millis(idle_ms.saturating_mul(2)))
+        .map_err(|error| ReplicatorError::InvalidConfig {
+            field: "idle_timeout_ms",
+            reason: error.to_string(),
+        })?;
+    transport.max_idle_timeout(Some(idle));
+    transport.keep_alive_interval(Some(Duration::from_millis(config.sender.ping_interval_ms)));
+    // One stream per connection is all a link uses.
+    transport.max_concurrent_bidi_streams(1u32.into());
+    transport.max_concurrent_uni_streams(0u32.into());
+    Ok(Arc::new(transport))
+}
+
+fn server_config(config: &ReplicatorConfig) -> Result<quinn::ServerConfig, ReplicatorError> {
+    let mut tls = (*config.server_tls).clone();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto =
+        QuicServerConfig::try_from(tls).map_err(|error| ReplicatorError::Tls(error.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(transport(config)?);
+    Ok(server)
+}
+
+fn client_config(config: &ReplicatorConfig) -> Result<quinn::ClientConfig, ReplicatorError> {
+    let mut tls = (*config.client_tls).clone();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto =
+        QuicClientConfig::try_from(tls).map_err(|error| ReplicatorError::Tls(error.to_string()))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(crypto));
+    client.transport_config(transport(config)?);
+    Ok(client)
+}
+
+/// Key of an origin's checkpoint in `CF_REPLICATION_CHECKPOINTS`.
+fn checkpoint_key(origin_region: &str) -> Vec<u8> {
+    let mut key = b"origin/".to_vec();
+    key.extend_from_slice(origin_region.as_bytes());
+    key
+}
+
+/// Reads the persisted checkpoint of an origin: applied through this position (0 if none).
+pub fn load_checkpoint(storage: &Storage, origin_region: &str) -> Result<u64, ReplicatorError> {
+    let value = storage.get_state(
+        meridian_cell::storage::CF_REPLICATION_CHECKPOINTS,
+        &checkpoint_key(origin_region),
+    )?;
+    match value {
+        None => Ok(0),
+        Some(bytes) => {
+            let array: [u8; 8] =
+                bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| ReplicatorError::BadCheckpoint {
+                        origin_region: origin_region.to_string(),
+                        len: bytes.len(),
+                    })?;
+            Ok(u64::from_le_bytes(array))
+        }
+    }
+}
+
+fn store_checkpoint(
+    storage: &Storage,
+    origin_region: &str,
+    position: u64,
+) -> Result<(), ReplicatorError> {
+    storage.put_state(
+        meridian_cell::storage::CF_REPLICATION_CHECKPOINTS,
+        &checkpoint_key(origin_region),
+        &position.to_le_bytes(),
+    )?;
+    Ok(())
+}
+
+/// Reads frames from a stream into a channel until the stream ends or fails; the last item
+/// says why it ended.
+fn spawn_reader(
+    mut recv: quinn::RecvStream,
+    limits: Limits,
+) -> (
+    mpsc::Receiver<Result<Frame, ReplicatorError>>,
+    JoinHandle<()>,
+) {
+    let (tx, rx) = mpsc::channel(READ_QUEUE_FRAMES);
+    let task = tokio::spawn(async move {
+        loop {
+            let result = read_frame(&mut recv, &limits).await;
+            let end = result.is_err();
+            if tx.send(result).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    (rx, task)
+}
+
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    limits: &Limits,
+) -> Result<Frame, ReplicatorError> {
+    let mut header = [0u8; FRAME_HEADER_BYTES];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(_)) => return Err(ReplicatorError::StreamClosed),
+        Err(error) => return Err(error.into()),
+    }
+    let Some(total) = frame::frame_len(&header, limits)? else {
+        return Err(ReplicatorError::StreamClosed);
+    };
+    let mut bytes = vec![0u8; total];
+    bytes[..FRAME_HEADER_BYTES].copy_from_slice(&header);
+    recv.read_exact(&mut bytes[FRAME_HEADER_BYTES..]).await?;
+    match frame::decode(&bytes, limits)? {
+        Some((frame, _)) => Ok(frame),
+        None => Err(ReplicatorError::StreamClosed),
+    }
+}
+
+async fn write_frame(
+    send: &mut quinn::SendStream,
+    frame: &Frame,
+    limits: &Limits,
+) -> Result<(), ReplicatorError> {
+    let bytes = frame.encode(limits)?;
+    send.write_all(&bytes).await?;
+    Ok(())
+}
+
+/// Milliseconds on the runtime's monotonic clock since `epoch`: the `now_ms` of the state
+/// machines.
+fn now_ms(epoch: tokio::time::Instant) -> u64 {
+    epoch.elapsed().as_millis() as u64
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
