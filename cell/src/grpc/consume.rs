@@ -42,7 +42,6 @@ impl CellService {
         &self,
         request: Request<pb::ReceiveMessageRequest>,
     ) -> ItemStream<pb::ReceiveMessageResponse> {
-        let (sender, receiver) = mpsc::channel(MAX_RECEIVE_BATCH_MESSAGES + 2);
         let service = self.clone();
         let queue = request.get_ref().message_queue.as_ref();
         let span = tracing::debug_span!(
@@ -51,23 +50,7 @@ impl CellService {
             topic = %queue.and_then(|q| q.topic.as_ref()).map(|t| t.name.as_str()).unwrap_or_default(),
             group = %request.get_ref().group.as_ref().map(|g| g.name.as_str()).unwrap_or_default(),
         );
-        tokio::spawn(
-            async move {
-                let items = tokio::select! {
-                    items = service.receive_items(request) => items,
-                    // The client hung up: stop waiting (nothing was taken from the queue yet, or
-                    // what was taken becomes visible again after its invisible duration).
-                    () = sender.closed() => return,
-                };
-                for item in items {
-                    if sender.send(Ok(item)).await.is_err() {
-                        break;
-                    }
-                }
-            }
-            .instrument(span),
-        );
-        Box::pin(ReceiverStream::new(receiver))
+        stream_items(async move { service.receive_items(request).await }.instrument(span))
     }
 
     async fn receive_items(
@@ -363,20 +346,8 @@ impl CellService {
         &self,
         request: Request<pb::PullMessageRequest>,
     ) -> ItemStream<pb::PullMessageResponse> {
-        let (sender, receiver) = mpsc::channel(MAX_RECEIVE_BATCH_MESSAGES + 2);
         let service = self.clone();
-        tokio::spawn(async move {
-            let items = tokio::select! {
-                items = service.pull_items(request) => items,
-                () = sender.closed() => return,
-            };
-            for item in items {
-                if sender.send(Ok(item)).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Box::pin(ReceiverStream::new(receiver))
+        stream_items(async move { service.pull_items(request).await })
     }
 
     async fn pull_items(
@@ -582,6 +553,27 @@ impl CellService {
             )),
         }
     }
+}
+
+/// A server stream returned at once (R1) and filled with the items `produce` computes, in a
+/// task. If the client hangs up first the task stops waiting: nothing was taken yet, or what was
+/// taken becomes visible again after its invisible duration.
+fn stream_items<T: Send + 'static>(
+    produce: impl std::future::Future<Output = Vec<T>> + Send + 'static,
+) -> ItemStream<T> {
+    let (sender, receiver) = mpsc::channel(MAX_RECEIVE_BATCH_MESSAGES + 2);
+    tokio::spawn(async move {
+        let items = tokio::select! {
+            items = produce => items,
+            () = sender.closed() => return,
+        };
+        for item in items {
+            if sender.send(Ok(item)).await.is_err() {
+                break;
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(receiver))
 }
 
 /// The filter of a request: TAG `""`/`*` or absent match all (R6).
