@@ -124,13 +124,30 @@ impl Broker {
         let mut outcome = ReleaseOutcome::default();
         let mut batch = Vec::with_capacity(due.len());
         let mut released = Vec::with_capacity(due.len());
-        for (due_ms, offset) in due {
+        let mut due = due.into_iter();
+        while let Some((due_ms, offset)) = due.next() {
             if offset >= visible_next {
                 self.timers.lock().requeue(due_ms, offset);
                 outcome.waiting_for_visibility = true;
                 continue;
             }
-            let Some(record) = self.read_one(TIMER_TOPIC, 0, offset)? else {
+            let record = match self.read_one(TIMER_TOPIC, 0, offset) {
+                Ok(record) => record,
+                Err(error) => {
+                    // Every timer taken out of the wheel this round goes back, or it would
+                    // wait for the next restart to be found again.
+                    let mut wheel = self.timers.lock();
+                    wheel.requeue(due_ms, offset);
+                    for (due_ms, offset) in due.by_ref() {
+                        wheel.requeue(due_ms, offset);
+                    }
+                    for (offset, _, due_ms) in &released {
+                        wheel.requeue(*due_ms, *offset);
+                    }
+                    return Err(error);
+                }
+            };
+            let Some(record) = record else {
                 // Retention removed it before it was due; nothing can be delivered.
                 tracing::warn!(offset, "delay message removed by retention before release");
                 self.timers.lock().released(offset);
