@@ -92,14 +92,7 @@ async fn send_receive_ack_keeps_every_field_and_acked_messages_stay_acked() {
     let ids: Vec<&str> = sent.entries.iter().map(|e| e.message_id.as_str()).collect();
     assert_eq!(ids, ["M0", "M1", "M2"]);
 
-    let mut got = Vec::new();
-    for _ in 0..10 {
-        let received = receive(&mut client, "readers", "orders", 30_000, None).await;
-        got.extend(received.messages);
-        if got.len() >= 3 {
-            break;
-        }
-    }
+    let mut got = receive_at_least(&mut client, "readers", "orders", 30_000, 3).await;
     assert_eq!(got.len(), 3);
     got.sort_by_key(|m| m.system_properties.as_ref().unwrap().message_id.clone());
     for (i, message) in got.iter().enumerate() {
@@ -144,26 +137,10 @@ async fn unacked_message_is_redelivered_and_its_old_handle_refused() {
     )
     .await;
     assert_eq!(code(&sent.status), Code::Ok as i32);
-    let mut first = Vec::new();
-    for _ in 0..10 {
-        first = receive(&mut client, "readers", "orders", 200, None)
-            .await
-            .messages;
-        if !first.is_empty() {
-            break;
-        }
-    }
+    let first = receive_at_least(&mut client, "readers", "orders", 200, 1).await;
     assert_eq!(first.len(), 1);
     let old_handle = handle(&first[0]);
-    let mut second = Vec::new();
-    for _ in 0..20 {
-        second = receive(&mut client, "readers", "orders", 30_000, None)
-            .await
-            .messages;
-        if !second.is_empty() {
-            break;
-        }
-    }
+    let second = receive_at_least(&mut client, "readers", "orders", 30_000, 1).await;
     assert_eq!(second.len(), 1, "redelivered after its invisible duration");
     let system = second[0].system_properties.as_ref().unwrap();
     assert_eq!(system.message_id, "R1");
@@ -189,15 +166,7 @@ async fn change_invisible_duration_returns_a_usable_handle_even_on_error() {
         "PYTHON",
     )
     .await;
-    let mut got = Vec::new();
-    for _ in 0..10 {
-        got = receive(&mut client, "readers", "orders", 30_000, None)
-            .await
-            .messages;
-        if !got.is_empty() {
-            break;
-        }
-    }
+    let got = receive_at_least(&mut client, "readers", "orders", 30_000, 1).await;
     let original = handle(&got[0]);
     let change = |handle: String, seconds: i64| pb::ChangeInvisibleDurationRequest {
         group: resource("readers"),
@@ -379,15 +348,7 @@ async fn assignments_and_dead_letter_forwarding_follow_the_push_consumer_rules()
         "PYTHON",
     )
     .await;
-    let mut got = Vec::new();
-    for _ in 0..10 {
-        got = receive(&mut client, "readers", "orders", 30_000, None)
-            .await
-            .messages;
-        if !got.is_empty() {
-            break;
-        }
-    }
+    let got = receive_at_least(&mut client, "readers", "orders", 30_000, 1).await;
     let forwarded = client
         .forward_message_to_dead_letter_queue(request(
             pb::ForwardMessageToDeadLetterQueueRequest {
@@ -405,15 +366,7 @@ async fn assignments_and_dead_letter_forwarding_follow_the_push_consumer_rules()
         .unwrap()
         .into_inner();
     assert_eq!(code(&forwarded.status), Code::Ok as i32);
-    let mut dead = Vec::new();
-    for _ in 0..10 {
-        dead = receive(&mut client, "readers", "%DLQ%readers", 30_000, None)
-            .await
-            .messages;
-        if !dead.is_empty() {
-            break;
-        }
-    }
+    let dead = receive_at_least(&mut client, "readers", "%DLQ%readers", 30_000, 1).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].body, b"poison");
     let dlq = dead[0]

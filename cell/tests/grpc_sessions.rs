@@ -78,15 +78,7 @@ async fn telemetry_answers_settings_and_carries_transaction_checks() {
         .unwrap()
         .into_inner();
     assert_eq!(code(&ended.status), Code::Ok as i32);
-    let mut committed = Vec::new();
-    for _ in 0..10 {
-        committed = receive(&mut client, "readers", "txn", 30_000, None)
-            .await
-            .messages;
-        if !committed.is_empty() {
-            break;
-        }
-    }
+    let committed = receive_at_least(&mut client, "readers", "txn", 30_000, 1).await;
     assert_eq!(committed.len(), 1);
     assert_eq!(committed[0].body, b"half");
     drop(commands);

@@ -151,13 +151,6 @@ impl CellService {
         })
     }
 
-    pub(crate) fn caller_of<T>(
-        &self,
-        request: &Request<T>,
-    ) -> Result<Caller, (Refusal, pb::Language)> {
-        super::service::caller_from(&self.inner.authenticator, request.metadata())
-    }
-
     fn group_and_topic(
         caller: &Caller,
         group: Option<&pb::Resource>,

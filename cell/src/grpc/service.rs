@@ -77,7 +77,7 @@ impl CellService {
     }
 
     /// The caller of a request, or the refusal to answer with (in the caller's language).
-    fn caller<T>(&self, request: &Request<T>) -> Result<Caller, (Refusal, Language)> {
+    pub(crate) fn caller_of<T>(&self, request: &Request<T>) -> Result<Caller, (Refusal, Language)> {
         caller_from(&self.inner.authenticator, request.metadata())
     }
 
@@ -328,7 +328,7 @@ impl MessagingService for CellService {
         request: Request<pb::QueryRouteRequest>,
     ) -> Result<Response<pb::QueryRouteResponse>, tonic::Status> {
         let result = self
-            .caller(&request)
+            .caller_of(&request)
             .map_err(|(refusal, language)| refusal.to_status(language))
             .and_then(|caller| {
                 self.route(request.get_ref())
@@ -350,7 +350,7 @@ impl MessagingService for CellService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, tonic::Status> {
-        let status = match self.caller(&request) {
+        let status = match self.caller_of(&request) {
             Ok(caller) => status::of(&self.heartbeat(&caller, request.get_ref()), caller.language),
             Err((refusal, language)) => refusal.to_status(language),
         };
@@ -363,7 +363,7 @@ impl MessagingService for CellService {
         &self,
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::SendMessageResponse>, tonic::Status> {
-        match self.caller(&request) {
+        match self.caller_of(&request) {
             Ok(caller) => {
                 let request = request.into_inner();
                 let topic = request
@@ -477,7 +477,7 @@ impl MessagingService for CellService {
         &self,
         request: Request<pb::EndTransactionRequest>,
     ) -> Result<Response<pb::EndTransactionResponse>, tonic::Status> {
-        let status = match self.caller(&request) {
+        let status = match self.caller_of(&request) {
             Ok(caller) => {
                 let result = self.end_transaction(&caller, request.into_inner()).await;
                 status::of(&result, caller.language)
@@ -503,7 +503,7 @@ impl MessagingService for CellService {
         &self,
         request: Request<pb::NotifyClientTerminationRequest>,
     ) -> Result<Response<pb::NotifyClientTerminationResponse>, tonic::Status> {
-        let status = match self.caller(&request) {
+        let status = match self.caller_of(&request) {
             Ok(caller) => {
                 self.terminate(&caller, request.get_ref());
                 status::ok()
@@ -526,7 +526,7 @@ impl MessagingService for CellService {
         &self,
         request: Request<pb::RecallMessageRequest>,
     ) -> Result<Response<pb::RecallMessageResponse>, tonic::Status> {
-        let language = match self.caller(&request) {
+        let language = match self.caller_of(&request) {
             Ok(caller) => caller.language,
             Err((_, language)) => language,
         };
@@ -546,7 +546,7 @@ impl MessagingService for CellService {
         &self,
         request: Request<pb::SyncLiteSubscriptionRequest>,
     ) -> Result<Response<pb::SyncLiteSubscriptionResponse>, tonic::Status> {
-        let language = match self.caller(&request) {
+        let language = match self.caller_of(&request) {
             Ok(caller) => caller.language,
             Err((_, language)) => language,
         };

@@ -261,6 +261,30 @@ pub async fn receive(
     }
 }
 
+/// Receives until at least `count` messages arrived (bounded number of long polls; the index
+/// runs slightly behind appends and redeliveries wait for their invisibility to expire).
+pub async fn receive_at_least(
+    client: &mut MessagingServiceClient<Channel>,
+    group: &str,
+    topic: &str,
+    invisible_ms: u64,
+    count: usize,
+) -> Vec<pb::Message> {
+    const MAX_ROUNDS: usize = 20;
+    let mut got = Vec::new();
+    for _ in 0..MAX_ROUNDS {
+        got.extend(
+            receive(client, group, topic, invisible_ms, None)
+                .await
+                .messages,
+        );
+        if got.len() >= count {
+            break;
+        }
+    }
+    got
+}
+
 pub fn handle(message: &pb::Message) -> String {
     message
         .system_properties
