@@ -16,6 +16,10 @@ pub(crate) const PROP_REAL_QUEUE: &str = "__MERIDIAN_REAL_QUEUE";
 pub const PROP_DLQ_ORIGIN_TOPIC: &str = "__MERIDIAN_DLQ_ORIGIN_TOPIC";
 /// On a dead-lettered message: how many deliveries it had.
 pub const PROP_DLQ_ATTEMPTS: &str = "__MERIDIAN_DLQ_ATTEMPTS";
+/// On a message released from the timer topic or committed (or rolled back) from the half
+/// topic: the internal-topic offset it came from, so that a restart can tell "released" from
+/// "a different message reusing the id".
+pub(crate) const PROP_RELEASED_FROM: &str = "__MERIDIAN_RELEASED_FROM";
 /// The producer's host as it reported it (RocketMQ's `born_host`), kept for consumers.
 pub const PROP_BORN_HOST: &str = "__MERIDIAN_BORN_HOST";
 /// On a half message: the producer's requested first check delay, ms.

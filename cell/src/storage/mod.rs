@@ -372,6 +372,36 @@ impl Storage {
         self.shared.index.write_unsynced(batch)
     }
 
+    /// Several [`Self::put_state_unsynced`] writes as one atomic WAL write.
+    pub fn put_states_unsynced(
+        &self,
+        family: &'static str,
+        entries: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let cf = self.shared.index.cf(family)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        for (key, value) in entries {
+            batch.put_cf(cf, key, value);
+        }
+        self.shared.index.write_unsynced(batch)
+    }
+
+    /// Removes every key in `from..to` of a state column family, through the WAL without an
+    /// fsync (for state whose reappearance after a power loss is harmless).
+    pub fn delete_state_range_unsynced(
+        &self,
+        family: &'static str,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<(), StorageError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_range_cf(self.shared.index.cf(family)?, from, to);
+        self.shared.index.write_unsynced(batch)
+    }
+
     /// Makes every earlier [`Self::put_state_unsynced`] write durable (one WAL fsync).
     pub fn sync_state(&self) -> Result<(), StorageError> {
         self.shared.index.sync_wal()

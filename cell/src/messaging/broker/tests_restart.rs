@@ -311,3 +311,114 @@ async fn restart_rebuilds_many_pending_timers() {
     );
     assert_eq!(broker.pending_timers(), count);
 }
+
+/// A delay message whose id a later message reuses (a retried send, or a producer reusing ids
+/// across topics) is still pending after a restart, and one released before the reuse is not
+/// released again.
+#[tokio::test]
+async fn reused_message_ids_neither_hide_nor_rearm_timers_across_restart() {
+    let (dir, clock, broker) = fresh(TopicMessageType::Delay, false);
+    broker
+        .create_topic("plain", 1, TopicMessageType::Normal)
+        .unwrap();
+    let delayed = |id: &str, due_ms: u64| OutgoingMessage {
+        message_type: MessageType::Delay,
+        delivery_timestamp_ms: due_ms,
+        born_host: "10.0.0.7:4000".to_string(),
+        ..message("orders", id)
+    };
+    // "late" sits at the lowest timer offset and pins the restart checkpoint below "early".
+    broker
+        .send(vec![
+            delayed("late", START_MS + 60_000),
+            delayed("early", START_MS + 1_000),
+            delayed("reused-before", START_MS + 2_000),
+        ])
+        .await
+        .unwrap();
+    super::tests::wait_queue_next(&broker, crate::messaging::names::TIMER_TOPIC, 0, 3).await;
+    clock.set(START_MS + 1_000);
+    assert_eq!(broker.release_due_timers().await.unwrap().released, 1);
+    // Both ids are now reused by plain messages: one released, one still pending.
+    broker
+        .send(vec![
+            message("plain", "early"),
+            message("plain", "reused-before"),
+        ])
+        .await
+        .unwrap();
+    super::tests::wait_queue_next(&broker, "plain", 0, 2).await;
+
+    let broker = restart(broker, dir.path(), &clock);
+    assert_eq!(
+        broker.pending_timers(),
+        2,
+        "\"late\" and \"reused-before\" are pending; \"early\" was released"
+    );
+    clock.set(START_MS + 60_000);
+    assert_eq!(broker.release_due_timers().await.unwrap().released, 2);
+    let got = receive_n(&broker, &request("g", "orders", 32, 2_000), 3).await;
+    let mut got_ids = ids(&got);
+    got_ids.sort();
+    assert_eq!(got_ids, ["early", "late", "reused-before"], "each once");
+    for received in &got {
+        assert_eq!(
+            received
+                .record
+                .properties
+                .get(crate::messaging::message::PROP_BORN_HOST)
+                .map(String::as_str),
+            Some("10.0.0.7:4000"),
+            "a released delay message keeps its born host"
+        );
+    }
+}
+
+/// An open transaction whose id a later message reuses is still open after a restart, and one
+/// ended before the reuse stays ended.
+#[tokio::test]
+async fn reused_message_ids_neither_hide_nor_reopen_transactions_across_restart() {
+    let (dir, clock, broker) = fresh(TopicMessageType::Transaction, false);
+    broker
+        .create_topic("plain", 1, TopicMessageType::Normal)
+        .unwrap();
+    let half = |id: &str| OutgoingMessage {
+        message_type: MessageType::Transaction,
+        ..message("orders", id)
+    };
+    broker
+        .send(vec![half("open-long"), half("ended"), half("open-reused")])
+        .await
+        .unwrap();
+    broker
+        .end_transaction("ended", TransactionResolution::Rollback)
+        .await
+        .unwrap();
+    broker
+        .send(vec![
+            message("plain", "ended"),
+            message("plain", "open-reused"),
+        ])
+        .await
+        .unwrap();
+    super::tests::wait_queue_next(&broker, "plain", 0, 2).await;
+
+    let broker = restart(broker, dir.path(), &clock);
+    assert_eq!(
+        broker.open_transactions(),
+        2,
+        "\"open-long\" and \"open-reused\" are open; \"ended\" is not"
+    );
+    assert!(matches!(
+        broker
+            .end_transaction("ended", TransactionResolution::Commit)
+            .await,
+        Err(MessagingError::TransactionNotFound { .. })
+    ));
+    broker
+        .end_transaction("open-reused", TransactionResolution::Commit)
+        .await
+        .unwrap();
+    let got = receive_n(&broker, &request("g", "orders", 32, 2_000), 1).await;
+    assert_eq!(ids(&got), ["open-reused"]);
+}

@@ -1,20 +1,25 @@
 //! Delay messages: held in the timer topic, released into their real topic when due.
 //!
 //! Persistence: the timer topic itself is the durable timer store; a checkpoint (`timer/floor`)
-//! records the timer-topic offset below which everything is released. On start the broker
-//! rescans from the checkpoint and re-arms every timer whose message id still resolves to the
-//! timer record: a released message is re-appended under the same id, which moves the id index
-//! to the released copy, so "released" needs no separate marker.
+//! records the timer-topic offset below which everything is released. A release writes a marker
+//! per timer (`timer/done/<offset>`, through the WAL) and stamps the released copy with
+//! [`PROP_RELEASED_FROM`]. On start the broker rescans from the checkpoint and re-arms every
+//! timer that has neither: the marker covers a message id reused by another message after the
+//! release, the stamp covers a crash between the release and its marker, and a message id reused
+//! before the release no longer hides a pending timer (the id alone decided this before).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use crate::messaging::error::MessagingError;
-use crate::messaging::message::{PROP_REAL_QUEUE, PROP_REAL_TOPIC};
+use crate::messaging::message::{
+    PROP_REAL_QUEUE, PROP_REAL_TOPIC, PROP_RELEASED_FROM, PROP_TXN_CHECK_DELAY_MS,
+};
 use crate::messaging::names::TIMER_TOPIC;
-use crate::storage::{NewRecord, Record};
+use crate::storage::{CF_CONSUMER_OFFSETS, NewRecord, Record};
 
 use super::Broker;
-use super::keys::{TIMER_FLOOR_KEY, decode_u64};
+use super::keys::{TIMER_DONE_PREFIX, TIMER_FLOOR_KEY, decode_u64, done_key};
 use super::trace::TraceKind;
 
 /// Records read per step while rebuilding timers or transactions at start.
@@ -29,13 +34,18 @@ pub struct ReleaseOutcome {
     pub waiting_for_visibility: bool,
 }
 
-/// Turns an internal-topic record back into the message it stands for.
+/// Turns an internal-topic record (timer or half topic, at `internal_offset`) back into the
+/// message it stands for, stamped with where it came from.
 pub(super) fn restore_original(record: &Record) -> Option<NewRecord> {
     let mut properties = record.properties.clone();
     let topic = properties.remove(PROP_REAL_TOPIC)?;
     let queue_id = properties.remove(PROP_REAL_QUEUE)?.parse::<u32>().ok()?;
-    properties
-        .retain(|name, _| !name.starts_with(crate::messaging::message::SYSTEM_PROPERTY_PREFIX));
+    // Only the routing properties go: the others (the born host, say) belong to the message.
+    properties.remove(PROP_TXN_CHECK_DELAY_MS);
+    properties.insert(
+        PROP_RELEASED_FROM.to_string(),
+        record.queue_offset.to_string(),
+    );
     Some(NewRecord {
         message_id: record.message_id.clone(),
         topic,
@@ -52,13 +62,26 @@ pub(super) fn restore_original(record: &Record) -> Option<NewRecord> {
     })
 }
 
+/// Whether `current` (what the record's message id resolves to now) is the copy released from
+/// the internal topic `topic` at `offset`.
+fn is_released_copy(current: &Record, topic: &str, offset: u64) -> bool {
+    current.topic != topic
+        && current
+            .properties
+            .get(PROP_RELEASED_FROM)
+            .and_then(|text| text.parse::<u64>().ok())
+            == Some(offset)
+}
+
 impl Broker {
-    /// Visits every record of an internal topic (queue 0) from `floor`, calling `pending` for
-    /// those whose message id still resolves to that very record.
+    /// Visits every record of an internal topic (queue 0) from `floor` that is still pending:
+    /// no done marker under `done_prefix`, and its message id does not resolve to its released
+    /// copy (see the module comment).
     pub(super) fn rescan_pending(
         &self,
         topic: &str,
         floor: u64,
+        done_prefix: &[u8],
         mut pending: impl FnMut(&Record),
     ) -> Result<(), MessagingError> {
         let Some(range) = self.storage.queue_range(topic, 0) else {
@@ -76,14 +99,61 @@ impl Broker {
             let Some(last) = records.last() else { break };
             at = last.queue_offset + 1;
             for record in &records {
-                let current = self.storage.read_by_id(&record.message_id)?;
-                if current.is_some_and(|(_, found)| {
-                    found.topic == topic && found.queue_offset == record.queue_offset
-                }) {
+                if self
+                    .get_state(&done_key(done_prefix, record.queue_offset))?
+                    .is_some()
+                {
+                    continue;
+                }
+                let released =
+                    self.storage
+                        .read_by_id(&record.message_id)?
+                        .is_some_and(|(_, current)| {
+                            is_released_copy(&current, topic, record.queue_offset)
+                        });
+                if !released {
                     pending(record);
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Marks internal-topic offsets as done (released or ended), through the WAL; the consumer
+    /// state sync makes them durable.
+    pub(super) fn mark_done(
+        &self,
+        done_prefix: &[u8],
+        offsets: &[u64],
+    ) -> Result<(), MessagingError> {
+        let entries: Vec<(Vec<u8>, Vec<u8>)> = offsets
+            .iter()
+            .map(|offset| (done_key(done_prefix, *offset), Vec::new()))
+            .collect();
+        self.storage
+            .put_states_unsynced(CF_CONSUMER_OFFSETS, &entries)?;
+        self.progress_unsynced.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Moves a restart checkpoint from `stored` up to `floor` (synced) and drops the done
+    /// markers below it, which no restart reads again.
+    pub(super) fn store_floor(
+        &self,
+        floor_key: &[u8],
+        done_prefix: &[u8],
+        stored: u64,
+        floor: u64,
+    ) -> Result<(), MessagingError> {
+        if floor <= stored {
+            return Ok(());
+        }
+        self.put_state(floor_key, &floor.to_le_bytes())?;
+        self.storage.delete_state_range_unsynced(
+            CF_CONSUMER_OFFSETS,
+            &done_key(done_prefix, 0),
+            &done_key(done_prefix, floor),
+        )?;
         Ok(())
     }
 
@@ -93,7 +163,7 @@ impl Broker {
             .and_then(|bytes| decode_u64(&bytes))
             .unwrap_or(0);
         let mut wheel = self.timers.lock();
-        self.rescan_pending(TIMER_TOPIC, floor, |record| {
+        self.rescan_pending(TIMER_TOPIC, floor, TIMER_DONE_PREFIX, |record| {
             wheel.insert(record.delivery_timestamp_ms, record.queue_offset)
         })?;
         if !wheel.is_empty() {
@@ -107,7 +177,8 @@ impl Broker {
         self.timers.lock().len()
     }
 
-    /// Releases the delay messages that are due into their topics (one append per batch).
+    /// Releases the delay messages that are due into their topics: one read per run of
+    /// consecutive timer offsets, one append (with their trace events) per round.
     pub async fn release_due_timers(&self) -> Result<ReleaseOutcome, MessagingError> {
         let now = self.now_ms();
         let due = self
@@ -122,40 +193,47 @@ impl Broker {
             .queue_range(TIMER_TOPIC, 0)
             .map_or(0, |range| range.next);
         let mut outcome = ReleaseOutcome::default();
-        let mut batch = Vec::with_capacity(due.len());
-        let mut released = Vec::with_capacity(due.len());
-        let mut due = due.into_iter();
-        while let Some((due_ms, offset)) = due.next() {
+        let mut readable = Vec::with_capacity(due.len());
+        for (due_ms, offset) in due {
             if offset >= visible_next {
                 self.timers.lock().requeue(due_ms, offset);
                 outcome.waiting_for_visibility = true;
-                continue;
+            } else {
+                readable.push((due_ms, offset));
             }
-            let record = match self.read_one(TIMER_TOPIC, 0, offset) {
-                Ok(record) => record,
-                Err(error) => {
-                    // Every timer taken out of the wheel this round goes back, or it would
-                    // wait for the next restart to be found again.
-                    let mut wheel = self.timers.lock();
-                    wheel.requeue(due_ms, offset);
-                    for (due_ms, offset) in due.by_ref() {
-                        wheel.requeue(due_ms, offset);
-                    }
-                    for (offset, _, due_ms) in &released {
-                        wheel.requeue(*due_ms, *offset);
-                    }
-                    return Err(error);
+        }
+        let records = match self.read_timer_records(&readable) {
+            Ok(records) => records,
+            Err(error) => {
+                // Every timer taken out of the wheel this round goes back, or it would wait
+                // for the next restart to be found again.
+                let mut wheel = self.timers.lock();
+                for (due_ms, offset) in &readable {
+                    wheel.requeue(*due_ms, *offset);
                 }
-            };
-            let Some(record) = record else {
+                return Err(error);
+            }
+        };
+        let mut batch = Vec::with_capacity(readable.len() * 2);
+        let mut released = Vec::with_capacity(readable.len());
+        let mut events = Vec::with_capacity(readable.len());
+        for (due_ms, offset) in readable {
+            let Some(record) = records.get(&offset) else {
                 // Retention removed it before it was due; nothing can be delivered.
                 tracing::warn!(offset, "delay message removed by retention before release");
                 self.timers.lock().released(offset);
                 continue;
             };
-            match restore_original(&record) {
+            match restore_original(record) {
                 Some(original) => {
-                    released.push((offset, record.message_id.clone(), due_ms));
+                    released.push((offset, due_ms));
+                    let late_ms = now.saturating_sub(due_ms);
+                    events.push((
+                        record.message_id.clone(),
+                        TraceKind::Released,
+                        format!("{late_ms} ms after due"),
+                        0,
+                    ));
                     batch.push(original);
                 }
                 None => {
@@ -165,36 +243,80 @@ impl Broker {
             }
         }
         if !batch.is_empty() {
+            // The trace events ride in the same append: one fsync per round, not two.
+            batch.extend(self.trace_records(events, ""));
             if let Err(error) = self.storage.append(batch).await {
                 let mut wheel = self.timers.lock();
-                for (offset, _, due_ms) in &released {
+                for (offset, due_ms) in &released {
                     wheel.requeue(*due_ms, *offset);
                 }
                 return Err(error.into());
             }
+            let offsets: Vec<u64> = released.iter().map(|(offset, _)| *offset).collect();
             {
                 let mut wheel = self.timers.lock();
-                for (offset, _, _) in &released {
+                for offset in &offsets {
                     wheel.released(*offset);
                 }
             }
-            outcome.released = released.len();
-            let events = released
-                .into_iter()
-                .map(|(_, message_id, due_ms)| {
-                    let late_ms = now.saturating_sub(due_ms);
-                    (
-                        message_id,
-                        TraceKind::Released,
-                        format!("{late_ms} ms after due"),
-                        0,
-                    )
-                })
-                .collect();
-            self.trace_many(events, "").await;
+            outcome.released = offsets.len();
+            // The released copies carry their origin, so a marker lost to a crash here is
+            // recovered at restart; a failed marker write is only logged.
+            if let Err(error) = self.mark_done(TIMER_DONE_PREFIX, &offsets) {
+                tracing::warn!(%error, "release markers of delay messages not written");
+            }
         }
         self.advance_timer_floor(visible_next)?;
         Ok(outcome)
+    }
+
+    /// Reads the timer records at `due`'s offsets, one storage read per run of consecutive
+    /// offsets (timers sent together sit together in the timer topic).
+    fn read_timer_records(
+        &self,
+        due: &[(u64, u64)],
+    ) -> Result<HashMap<u64, Record>, MessagingError> {
+        let mut offsets: Vec<u64> = due.iter().map(|(_, offset)| *offset).collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        let mut records = HashMap::with_capacity(offsets.len());
+        let mut run_start = 0;
+        while run_start < offsets.len() {
+            let mut run_end = run_start + 1;
+            while run_end < offsets.len()
+                && offsets[run_end] == offsets[run_end - 1] + 1
+                && run_end - run_start < self.config.max_read_batch_messages
+            {
+                run_end += 1;
+            }
+            let first = offsets[run_start];
+            let wanted = run_end - run_start;
+            match self.storage.read_queue(
+                TIMER_TOPIC,
+                0,
+                first,
+                wanted,
+                self.config.max_read_batch_bytes,
+            ) {
+                Ok(read) => {
+                    let last = first + wanted as u64;
+                    for record in read {
+                        if record.queue_offset >= first && record.queue_offset < last {
+                            records.insert(record.queue_offset, record);
+                        }
+                    }
+                }
+                Err(crate::error::StorageError::OutOfRange { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+            // A byte limit may have cut the read short: the rest of the run is read next.
+            let read_through = (first..first + wanted as u64)
+                .take_while(|offset| records.contains_key(offset))
+                .count();
+            // Zero read: retention removed the run's first offset, which is reported missing.
+            run_start += read_through.max(1);
+        }
+        Ok(records)
     }
 
     /// Persists the restart checkpoint of the timer topic, unless a send is storing a delay
@@ -212,9 +334,6 @@ impl Broker {
             .get_state(TIMER_FLOOR_KEY)?
             .and_then(|bytes| decode_u64(&bytes))
             .unwrap_or(0);
-        if floor > stored {
-            self.put_state(TIMER_FLOOR_KEY, &floor.to_le_bytes())?;
-        }
-        Ok(())
+        self.store_floor(TIMER_FLOOR_KEY, TIMER_DONE_PREFIX, stored, floor)
     }
 }

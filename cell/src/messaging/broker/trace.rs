@@ -123,10 +123,26 @@ impl Broker {
         events: Vec<(String, TraceKind, String, u32)>,
         group: &str,
     ) {
-        if !self.config.trace_enabled || events.is_empty() {
+        let records = self.trace_records(events, group);
+        if records.is_empty() {
             return;
         }
-        let records: Vec<NewRecord> = events
+        if let Err(error) = self.storage.append(records).await {
+            tracing::warn!(%error, "message trace events lost");
+        }
+    }
+
+    /// The trace records of several events of one group, for a caller that appends them with
+    /// its own records (one append, one fsync); empty when tracing is off.
+    pub(super) fn trace_records(
+        &self,
+        events: Vec<(String, TraceKind, String, u32)>,
+        group: &str,
+    ) -> Vec<NewRecord> {
+        if !self.config.trace_enabled {
+            return Vec::new();
+        }
+        events
             .into_iter()
             .map(|(message_id, kind, detail, attempt)| {
                 let sequence = self.trace_sequence.fetch_add(1, Ordering::Relaxed);
@@ -140,10 +156,7 @@ impl Broker {
                     ..NewRecord::default()
                 }
             })
-            .collect();
-        if let Err(error) = self.storage.append(records).await {
-            tracing::warn!(%error, "message trace events lost");
-        }
+            .collect()
     }
 
     /// The recorded lifecycle of a message, oldest first.

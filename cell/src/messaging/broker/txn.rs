@@ -2,19 +2,21 @@
 //! back, with check-backs to the producer while they stay open.
 //!
 //! Persistence mirrors the timers: the half topic is the store, `txn/floor` the checkpoint, and a
-//! transaction is resolved exactly when its message id no longer resolves to the half record
-//! (commit re-appends the message under its id; rollback appends a marker under it to the
-//! transaction-op topic). Check counts survive restarts under `txn/checks/<id>`.
+//! transaction is resolved when its half offset has a `txn/done/<offset>` marker or its message
+//! id resolves to the record that ended it (commit re-appends the message under its id; rollback
+//! appends a record under it to the transaction-op topic), both stamped with the half offset.
+//! Check counts survive restarts under `txn/checks/<id>`.
 
 use std::sync::atomic::Ordering;
 
 use crate::messaging::error::MessagingError;
+use crate::messaging::message::PROP_RELEASED_FROM;
 use crate::messaging::names::{HALF_TOPIC, TXN_OP_TOPIC};
 use crate::messaging::txn::CheckAction;
 use crate::storage::{MessageType, NewRecord, Record};
 
 use super::Broker;
-use super::keys::{TXN_FLOOR_KEY, decode_u64, txn_checks_key};
+use super::keys::{TXN_DONE_PREFIX, TXN_FLOOR_KEY, decode_u64, txn_checks_key};
 use super::timers::restore_original;
 use super::trace::TraceKind;
 
@@ -46,7 +48,7 @@ impl Broker {
             .and_then(|bytes| decode_u64(&bytes))
             .unwrap_or(0);
         let mut found = Vec::new();
-        self.rescan_pending(HALF_TOPIC, floor, |record| {
+        self.rescan_pending(HALF_TOPIC, floor, TXN_DONE_PREFIX, |record| {
             found.push((
                 record.message_id.clone(),
                 record.queue_offset,
@@ -140,10 +142,18 @@ impl Broker {
                 queue_id: 0,
                 message_type: MessageType::Transaction,
                 body: b"rollback".to_vec(),
+                properties: [(PROP_RELEASED_FROM.to_string(), half_offset.to_string())]
+                    .into_iter()
+                    .collect(),
                 ..NewRecord::default()
             },
         };
         self.storage.append(vec![record]).await?;
+        // The appended record carries its half offset, so a marker lost to a crash here is
+        // recovered at restart; a failed marker write is only logged.
+        if let Err(error) = self.mark_done(TXN_DONE_PREFIX, &[half_offset]) {
+            tracing::warn!(%error, message_id, "transaction end marker not written");
+        }
         self.delete_state(&txn_checks_key(message_id))?;
         self.advance_txn_floor()?;
         let kind = match resolution {
@@ -172,10 +182,7 @@ impl Broker {
             .get_state(TXN_FLOOR_KEY)?
             .and_then(|bytes| decode_u64(&bytes))
             .unwrap_or(0);
-        if floor > stored {
-            self.put_state(TXN_FLOOR_KEY, &floor.to_le_bytes())?;
-        }
-        Ok(())
+        self.store_floor(TXN_FLOOR_KEY, TXN_DONE_PREFIX, stored, floor)
     }
 
     /// A receiver of check-back requests, for the gRPC layer to forward to producers.
