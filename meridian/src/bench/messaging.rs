@@ -115,6 +115,11 @@ pub(crate) struct MessagingBenchArgs {
     /// default: the broker's).
     #[arg(long)]
     pub(crate) timer_release_batch: Option<usize>,
+    /// Timers case: extra delay messages, sent first to another topic and due long after the
+    /// run, that stay pending throughout: the measured timers then come due among this many
+    /// others (a large pending population with a due rate the consumers can keep up with).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) timer_background: u64,
     /// Timers case: messages per send call.
     #[arg(long, default_value_t = 512)]
     pub(crate) timer_send_batch: usize,

@@ -10,6 +10,10 @@
 //!   the delivery time, i.e. how late the broker's timer loop appended it to its topic;
 //! - receive lateness: the wall clock when a consumer's receive returned it minus the delivery
 //!   time (1 µs resolution), which adds indexing, long-poll wake-up and consumer queueing.
+//!
+//! With `--timer-background N`, N more delay messages go first to a second topic, due an hour
+//! after the run: they stay pending for the whole run, so the measured timers fire among N + timers
+//! pending ones while their own due rate stays within what the consumers can take.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +32,10 @@ use super::messaging::{
 const MONITOR_INTERVAL_MS: u64 = 10;
 /// Most monitor samples, whatever the duration (10 ms apart: more than a day).
 const MAX_MONITOR_SAMPLES: u64 = 10_000_000;
+/// The topic of the background timers.
+const BACKGROUND_TOPIC: &str = "bench-delay-background";
+/// How long after the run's end the background timers come due.
+const BACKGROUND_DUE_AFTER_RUN_MS: u64 = 3_600_000;
 /// Marks "not measured yet" in the atomics below.
 const UNSET: u64 = u64::MAX;
 
@@ -37,6 +45,8 @@ pub(crate) struct TimerFigures {
     mode: String,
     trace: bool,
     timers: u64,
+    /// Delay messages pending throughout, due after the run.
+    background_timers: u64,
     producers: usize,
     consumers: usize,
     queues: u32,
@@ -84,6 +94,8 @@ struct Shared {
     pending_at_first_receive: AtomicU64,
     early: AtomicU64,
     consumers: usize,
+    /// Background timers stored, which stay pending.
+    background_sent: AtomicU64,
 }
 
 impl Shared {
@@ -91,7 +103,7 @@ impl Shared {
         let done = if self.consumers > 0 {
             self.acked.load(Ordering::Acquire) >= self.sent_ok.load(Ordering::Acquire)
         } else {
-            self.broker.pending_timers() == 0
+            self.broker.pending_timers() as u64 <= self.background_sent.load(Ordering::Acquire)
         };
         (self.loading_done.load(Ordering::Acquire) && done) || Instant::now() >= self.drain_deadline
     }
@@ -115,6 +127,14 @@ pub(crate) async fn run(args: &MessagingBenchArgs, root: &Path) -> anyhow::Resul
     cell.broker
         .create_topic(&topic, args.queues, TopicMessageType::Delay)?;
     cell.broker.create_group(GroupConfig::new(GROUP, false))?;
+    let background_sent = if args.timer_background > 0 {
+        let far_due_ms = wall_ms()
+            + ((args.timer_last_due_s + args.drain_seconds) * 1000.0) as u64
+            + BACKGROUND_DUE_AFTER_RUN_MS;
+        send_background(&cell.broker, args, far_due_ms).await?
+    } else {
+        0
+    };
     let started = Instant::now();
     let start_ms = wall_ms();
     let first_due_ms = start_ms + (args.timer_first_due_s * 1000.0) as u64;
@@ -133,6 +153,7 @@ pub(crate) async fn run(args: &MessagingBenchArgs, root: &Path) -> anyhow::Resul
         pending_at_first_receive: AtomicU64::new(UNSET),
         early: AtomicU64::new(0),
         consumers: args.timer_consumers.unwrap_or(args.consumers),
+        background_sent: AtomicU64::new(background_sent),
     });
     let monitor = tokio::spawn(monitor(Arc::clone(&shared)));
     let consumers_expected = args.timer_consumers.unwrap_or(args.consumers);
@@ -196,6 +217,7 @@ pub(crate) async fn run(args: &MessagingBenchArgs, root: &Path) -> anyhow::Resul
         mode: args.mode.to_string(),
         trace: args.trace,
         timers: args.timers,
+        background_timers: shared.background_sent.load(Ordering::Relaxed),
         producers: args.producers,
         consumers: consumers_expected,
         queues: args.queues,
@@ -225,6 +247,36 @@ pub(crate) async fn run(args: &MessagingBenchArgs, root: &Path) -> anyhow::Resul
     drop(shared);
     cell.close().await?;
     Ok(figures)
+}
+
+/// Stores the background timers (see the module comment), in batches, before the measured
+/// ones: their own send rate is not measured.
+async fn send_background(
+    broker: &Broker,
+    args: &MessagingBenchArgs,
+    due_ms: u64,
+) -> anyhow::Result<u64> {
+    broker.create_topic(BACKGROUND_TOPIC, args.queues, TopicMessageType::Delay)?;
+    let batch_size = args.timer_send_batch.max(1) as u64;
+    let mut index = 0u64;
+    // Each round stores one batch; `timer_background` bounds the rounds.
+    while index < args.timer_background {
+        let end = (index + batch_size).min(args.timer_background);
+        let batch = (index..end)
+            .map(|seq| OutgoingMessage {
+                message_id: format!("bg-{seq}"),
+                topic: BACKGROUND_TOPIC.to_string(),
+                message_type: MessageType::Delay,
+                body: vec![0; args.timer_body_bytes],
+                born_timestamp_ms: wall_ms(),
+                delivery_timestamp_ms: due_ms + seq % 1000,
+                ..OutgoingMessage::default()
+            })
+            .collect();
+        broker.send(batch).await?;
+        index = end;
+    }
+    Ok(index)
 }
 
 struct Plan {
@@ -491,6 +543,12 @@ pub(crate) fn print(figures: &TimerFigures) {
         if figures.trace { "on" } else { "off" },
         figures.release_batch
     );
+    if figures.background_timers > 0 {
+        println!(
+            "  plus {} background delay messages pending throughout (due an hour after the run)",
+            figures.background_timers
+        );
+    }
     println!(
         "  loaded in {:.1} s ({:.0} msg/s); pending timers: peak {}, at the first delivery time {}, \
          at the first receive {}",

@@ -121,6 +121,11 @@ pub struct Broker {
     timers: Mutex<TimerWheel>,
     /// Sends that are appending delay messages; the timer checkpoint must not pass them.
     timer_sends_in_progress: AtomicU64,
+    /// Release rounds whose appended copies the log has not fsynced yet (`async` mode): the
+    /// log position of the round's last record and its timer offsets. Their done markers and
+    /// the checkpoint wait for the fsync, so that a power loss cannot keep the marker and lose
+    /// the released copy.
+    releases_awaiting_fsync: Mutex<std::collections::VecDeque<(u64, Vec<u64>)>>,
     txns: Mutex<TransactionTable>,
     txn_sends_in_progress: AtomicU64,
     /// Wakes the background loop when a timer or transaction is added.
@@ -169,6 +174,7 @@ impl Broker {
             members: Mutex::new(HashMap::new()),
             timers: Mutex::new(TimerWheel::default()),
             timer_sends_in_progress: AtomicU64::new(0),
+            releases_awaiting_fsync: Mutex::new(std::collections::VecDeque::new()),
             txns: Mutex::new(TransactionTable::default()),
             txn_sends_in_progress: AtomicU64::new(0),
             background_wake: Notify::new(),

@@ -15,7 +15,7 @@ use super::*;
 use crate::messaging::clock::ManualClock;
 use crate::messaging::message::OutgoingMessage;
 use crate::messaging::topic::{GroupConfig, TopicMessageType};
-use crate::storage::MessageType;
+use crate::storage::{Durability, MessageType, Storage, StorageConfig};
 
 /// Closes the broker and its storage (every `Arc` must be gone) and reopens both.
 pub(super) fn restart(broker: Arc<Broker>, dir: &Path, clock: &Arc<ManualClock>) -> Arc<Broker> {
@@ -37,13 +37,41 @@ fn fresh(
     fifo_group: bool,
 ) -> (tempfile::TempDir, Arc<ManualClock>, Arc<Broker>) {
     let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(START_MS));
-    let broker = Broker::open(
-        open_storage(dir.path()),
-        test_config(),
-        clock.clone() as Arc<dyn Clock>,
+    let storage = open_storage(dir.path());
+    fresh_on(dir, storage, kind, fifo_group)
+}
+
+/// Like [`fresh`], on a storage in `sync` mode: every append is fsynced when it returns, so
+/// the done markers of releases and transaction endings are written at once.
+fn fresh_sync(kind: TopicMessageType) -> (tempfile::TempDir, Arc<ManualClock>, Arc<Broker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = open_storage_in(dir.path(), Durability::Sync, 200);
+    fresh_on(dir, storage, kind, false)
+}
+
+fn open_storage_in(dir: &Path, durability: Durability, flush_interval_ms: u64) -> Arc<Storage> {
+    let mut config = StorageConfig::new(dir, "us-east");
+    config.durability = durability;
+    config.async_flush_interval_ms = flush_interval_ms;
+    config.index_block_cache_bytes = 8 << 20;
+    config.index_write_buffer_bytes = 4 << 20;
+    Arc::new(
+        Storage::open(
+            config,
+            Arc::new(crate::Hlc::system(std::time::Duration::from_millis(500))),
+        )
+        .unwrap(),
     )
-    .unwrap();
+}
+
+fn fresh_on(
+    dir: tempfile::TempDir,
+    storage: Arc<Storage>,
+    kind: TopicMessageType,
+    fifo_group: bool,
+) -> (tempfile::TempDir, Arc<ManualClock>, Arc<Broker>) {
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let broker = Broker::open(storage, test_config(), clock.clone() as Arc<dyn Clock>).unwrap();
     broker.create_topic("orders", 2, kind).unwrap();
     broker
         .create_group(GroupConfig::new("g", fifo_group))
@@ -317,7 +345,7 @@ async fn restart_rebuilds_many_pending_timers() {
 /// released again.
 #[tokio::test]
 async fn reused_message_ids_neither_hide_nor_rearm_timers_across_restart() {
-    let (dir, clock, broker) = fresh(TopicMessageType::Delay, false);
+    let (dir, clock, broker) = fresh_sync(TopicMessageType::Delay);
     broker
         .create_topic("plain", 1, TopicMessageType::Normal)
         .unwrap();
@@ -378,7 +406,7 @@ async fn reused_message_ids_neither_hide_nor_rearm_timers_across_restart() {
 /// ended before the reuse stays ended.
 #[tokio::test]
 async fn reused_message_ids_neither_hide_nor_reopen_transactions_across_restart() {
-    let (dir, clock, broker) = fresh(TopicMessageType::Transaction, false);
+    let (dir, clock, broker) = fresh_sync(TopicMessageType::Transaction);
     broker
         .create_topic("plain", 1, TopicMessageType::Normal)
         .unwrap();
@@ -421,4 +449,45 @@ async fn reused_message_ids_neither_hide_nor_reopen_transactions_across_restart(
         .unwrap();
     let got = receive_n(&broker, &request("g", "orders", 32, 2_000), 1).await;
     assert_eq!(ids(&got), ["open-reused"]);
+}
+
+/// In `async` mode a release round's done markers and the checkpoint wait until the log has
+/// fsynced the released copies: a power loss must not keep the marker and lose the copy.
+#[tokio::test]
+async fn release_markers_wait_for_the_fsync_of_the_released_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    // The flusher would fsync only after an hour: nothing the test appends becomes durable.
+    let storage = open_storage_in(dir.path(), Durability::Async, 3_600_000);
+    let (dir, clock, broker) = fresh_on(dir, storage, TopicMessageType::Delay, false);
+    let delayed = OutgoingMessage {
+        message_type: MessageType::Delay,
+        delivery_timestamp_ms: START_MS + 1_000,
+        ..message("orders", "d1")
+    };
+    broker.send(vec![delayed]).await.unwrap();
+    super::tests::wait_queue_next(&broker, crate::messaging::names::TIMER_TOPIC, 0, 1).await;
+    clock.set(START_MS + 1_000);
+    assert_eq!(broker.release_due_timers().await.unwrap().released, 1);
+    assert_eq!(broker.releases_awaiting_fsync.lock().len(), 1);
+    assert!(
+        broker
+            .get_state(&super::keys::done_key(super::keys::TIMER_DONE_PREFIX, 0))
+            .unwrap()
+            .is_none(),
+        "no done marker before the fsync"
+    );
+    assert!(
+        broker
+            .get_state(super::keys::TIMER_FLOOR_KEY)
+            .unwrap()
+            .and_then(|bytes| super::keys::decode_u64(&bytes))
+            .unwrap_or(0)
+            == 0,
+        "the checkpoint does not pass an unfsynced release"
+    );
+    // A clean close fsyncs the log; the released copy's stamp then tells the restart.
+    let broker = restart(broker, dir.path(), &clock);
+    assert_eq!(broker.pending_timers(), 0, "released once, not re-armed");
+    let got = receive_n(&broker, &request("g", "orders", 32, 2_000), 1).await;
+    assert_eq!(ids(&got), ["d1"]);
 }

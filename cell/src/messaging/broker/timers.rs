@@ -136,8 +136,11 @@ impl Broker {
         Ok(())
     }
 
-    /// Moves a restart checkpoint from `stored` up to `floor` (synced) and drops the done
-    /// markers below it, which no restart reads again.
+    /// Moves a restart checkpoint from `stored` up to `floor` and drops the done markers below
+    /// it, which no restart reads again. Neither write waits for an fsync: a checkpoint lost to
+    /// a power loss only makes the next start rescan more, the markers and stamps tell it what
+    /// is done, and the WAL replays in order, so the markers cannot be gone while the older
+    /// checkpoint is back.
     pub(super) fn store_floor(
         &self,
         floor_key: &[u8],
@@ -148,7 +151,11 @@ impl Broker {
         if floor <= stored {
             return Ok(());
         }
-        self.put_state(floor_key, &floor.to_le_bytes())?;
+        self.storage.put_states_unsynced(
+            CF_CONSUMER_OFFSETS,
+            &[(floor_key.to_vec(), floor.to_le_bytes().to_vec())],
+        )?;
+        self.progress_unsynced.store(true, Ordering::Release);
         self.storage.delete_state_range_unsynced(
             CF_CONSUMER_OFFSETS,
             &done_key(done_prefix, 0),
@@ -186,6 +193,13 @@ impl Broker {
             .lock()
             .pop_due(now, self.config.max_timer_release_batch);
         if due.is_empty() {
+            if self.settle_fsynced_releases() {
+                let visible_next = self
+                    .storage
+                    .queue_range(TIMER_TOPIC, 0)
+                    .map_or(0, |range| range.next);
+                self.advance_timer_floor(visible_next)?;
+            }
             return Ok(ReleaseOutcome::default());
         }
         let visible_next = self
@@ -245,29 +259,61 @@ impl Broker {
         if !batch.is_empty() {
             // The trace events ride in the same append: one fsync per round, not two.
             batch.extend(self.trace_records(events, ""));
-            if let Err(error) = self.storage.append(batch).await {
-                let mut wheel = self.timers.lock();
-                for (offset, due_ms) in &released {
-                    wheel.requeue(*due_ms, *offset);
+            let appended = match self.storage.append(batch).await {
+                Ok(appended) => appended,
+                Err(error) => {
+                    let mut wheel = self.timers.lock();
+                    for (offset, due_ms) in &released {
+                        wheel.requeue(*due_ms, *offset);
+                    }
+                    return Err(error.into());
                 }
-                return Err(error.into());
-            }
+            };
             let offsets: Vec<u64> = released.iter().map(|(offset, _)| *offset).collect();
             {
+                // Moved from the wheel to the fsync queue under the wheel's lock, so that the
+                // checkpoint, which reads both, never sees these offsets in neither.
                 let mut wheel = self.timers.lock();
                 for offset in &offsets {
                     wheel.released(*offset);
                 }
+                let last_position = appended.last().map_or(0, |record| record.position);
+                self.releases_awaiting_fsync
+                    .lock()
+                    .push_back((last_position, offsets));
             }
-            outcome.released = offsets.len();
-            // The released copies carry their origin, so a marker lost to a crash here is
-            // recovered at restart; a failed marker write is only logged.
-            if let Err(error) = self.mark_done(TIMER_DONE_PREFIX, &offsets) {
-                tracing::warn!(%error, "release markers of delay messages not written");
-            }
+            outcome.released = released.len();
         }
+        self.settle_fsynced_releases();
         self.advance_timer_floor(visible_next)?;
         Ok(outcome)
+    }
+
+    /// Writes the done markers of the release rounds the log has fsynced. The released copies
+    /// carry their origin, so a marker lost to a crash is recovered at restart; a failed marker
+    /// write is only logged. True when a round settled. The queue holds at most
+    /// `async_flush_interval_ms` worth of rounds: the log's flusher fsyncs that often.
+    fn settle_fsynced_releases(&self) -> bool {
+        let durable_end = self.storage.durable_end();
+        let mut settled = Vec::new();
+        {
+            let mut awaiting = self.releases_awaiting_fsync.lock();
+            while awaiting
+                .front()
+                .is_some_and(|(last_position, _)| *last_position < durable_end)
+            {
+                if let Some((_, offsets)) = awaiting.pop_front() {
+                    settled.extend(offsets);
+                }
+            }
+        }
+        if settled.is_empty() {
+            return false;
+        }
+        if let Err(error) = self.mark_done(TIMER_DONE_PREFIX, &settled) {
+            tracing::warn!(%error, "release markers of delay messages not written");
+        }
+        true
     }
 
     /// Reads the timer records at `due`'s offsets, one storage read per run of consecutive
@@ -325,11 +371,20 @@ impl Broker {
         if self.timer_sends_in_progress.load(Ordering::Acquire) > 0 {
             return Ok(());
         }
-        let floor = self
-            .timers
-            .lock()
-            .lowest_pending_offset()
-            .unwrap_or(visible_next);
+        let floor = {
+            let wheel = self.timers.lock();
+            let awaiting_fsync = self
+                .releases_awaiting_fsync
+                .lock()
+                .iter()
+                .flat_map(|(_, offsets)| offsets.iter().copied())
+                .min();
+            [wheel.lowest_pending_offset(), awaiting_fsync]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(visible_next)
+        };
         let stored = self
             .get_state(TIMER_FLOOR_KEY)?
             .and_then(|bytes| decode_u64(&bytes))

@@ -148,14 +148,22 @@ impl Broker {
                 ..NewRecord::default()
             },
         };
-        self.storage.append(vec![record]).await?;
-        // The appended record carries its half offset, so a marker lost to a crash here is
-        // recovered at restart; a failed marker write is only logged.
-        if let Err(error) = self.mark_done(TXN_DONE_PREFIX, &[half_offset]) {
-            tracing::warn!(%error, message_id, "transaction end marker not written");
-        }
+        let appended = self.storage.append(vec![record]).await?;
         self.delete_state(&txn_checks_key(message_id))?;
-        self.advance_txn_floor()?;
+        // The marker and the checkpoint may only cover an ending the log has fsynced (always
+        // so in `sync` mode); otherwise a power loss could keep them and lose the ending. Left
+        // out, the ending's own record (stamped with its half offset) tells a restart, and a
+        // later ending moves the checkpoint.
+        let fsynced = appended
+            .last()
+            .is_some_and(|record| record.position < self.storage.durable_end());
+        if fsynced {
+            // A failed marker write is only logged: the stamp covers it.
+            if let Err(error) = self.mark_done(TXN_DONE_PREFIX, &[half_offset]) {
+                tracing::warn!(%error, message_id, "transaction end marker not written");
+            }
+            self.advance_txn_floor()?;
+        }
         let kind = match resolution {
             TransactionResolution::Commit => TraceKind::Committed,
             TransactionResolution::Rollback => TraceKind::RolledBack,
