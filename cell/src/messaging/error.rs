@@ -181,6 +181,20 @@ pub enum MessagingError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A send to a `sync-quorum` topic is stored here but not confirmed by a majority of the
+    /// topic's regions; it is not acknowledged (a retry with the same message id is safe).
+    #[error(
+        "topic {topic:?} is sync-quorum and the write was not confirmed by a majority of its \
+         regions: {cause}; it is stored in this region and will replicate, retry with the same \
+         message id"
+    )]
+    QuorumNotReached {
+        /// The topic.
+        topic: String,
+        /// Why.
+        #[source]
+        cause: crate::messaging::quorum::QuorumError,
+    },
     /// The storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -236,6 +250,8 @@ impl MessagingError {
             MessagingError::FilterParse(_) => 40010,
             MessagingError::TransactionNotFound { .. } => 40008,
             MessagingError::TooManyRequests { .. } => 42900,
+            // SLAVE_PERSISTENCE_TIMEOUT: "stored here, replicas did not confirm in time".
+            MessagingError::QuorumNotReached { .. } => 50402,
             MessagingError::CorruptState { .. } | MessagingError::Storage(_) => 50000,
         }
     }

@@ -25,6 +25,8 @@ pub const HALF_TOPIC: &str = "%SYS%HALF";
 pub const TXN_OP_TOPIC: &str = "%SYS%TXN_OP";
 /// Message trace events, keyed by message id.
 pub const TRACE_TOPIC: &str = "%SYS%TRACE";
+/// Consumer-state records (acks, attempts, committed offsets) that other regions apply.
+pub const CONSUMER_STATE_TOPIC: &str = "%SYS%CSTATE";
 
 /// The dead-letter topic of a consumer group.
 pub fn dlq_topic(group: &str) -> String {

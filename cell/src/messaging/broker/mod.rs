@@ -7,13 +7,15 @@
 //! storage's visibility watch. Time comes from an injected [`Clock`].
 //!
 //! Files: `meta` (topics and groups), `send`, `pop` (receive, ack, invisibility, dead letters),
-//! `pull` (offsets, assignment, resets), `timers`, `txn`, `query`, `trace`.
+//! `pull` (offsets, assignment, resets), `timers`, `txn`, `query`, `trace`,
+//! `replicated_state` (consumer state shipped to and applied from other regions).
 
 mod keys;
 mod meta;
 mod pop;
 mod pull;
 mod query;
+mod replicated_state;
 mod send;
 mod timers;
 mod trace;
@@ -39,6 +41,7 @@ use crate::storage::{CF_CONSUMER_OFFSETS, Record, Storage};
 pub use pop::ReceiveRequest;
 pub use pull::PullResult;
 pub use query::MAX_QUERY_RESULTS;
+pub use replicated_state::ConsumerStateCounters;
 pub use timers::ReleaseOutcome;
 pub use trace::{MAX_TRACE_EVENTS_PER_QUERY, TraceEvent, TraceKind};
 pub use txn::{TransactionCheck, TransactionResolution};
@@ -69,11 +72,28 @@ pub struct BrokerConfig {
     /// Longest an operation waits for a record it just stored to become readable (the indexer
     /// runs slightly behind appends), e.g. a commit right after its half message was sent.
     pub max_visibility_wait_ms: u64,
+    /// Longest wait of a send to a `sync-quorum` topic for a majority of the topic's regions;
+    /// past it the send is refused (stored here, not acknowledged).
+    pub sync_quorum_timeout_ms: u64,
     /// Consumer progress (acks, invisibility, committed offsets) is written without an fsync
     /// and made durable at most this long after (one WAL fsync for everything since): a power
     /// loss can undo that much progress, which means redeliveries, never lost messages. A
     /// process crash loses nothing.
     pub consumer_state_sync_interval_ms: u64,
+    /// Append consumption changes as records that other regions apply (see
+    /// `replicated_state`). Off for a cell that never replicates.
+    pub replicate_consumer_state: bool,
+    /// Consumption changes waiting to be appended as state records; when full, new ones are
+    /// dropped (counted) rather than slowing the consumer down.
+    pub max_pending_state_events: usize,
+    /// Most state records appended in one append.
+    pub max_state_batch_events: usize,
+    /// Other regions' marks on offsets a group has not read here yet, per queue; past that the
+    /// newest are dropped (those messages are delivered here once more).
+    pub max_remote_marks_per_queue: usize,
+    /// Other regions' state records whose message has not arrived here yet; past that the
+    /// oldest are dropped.
+    pub max_waiting_state_records: usize,
 }
 
 impl Default for BrokerConfig {
@@ -90,7 +110,13 @@ impl Default for BrokerConfig {
             max_idle_ms: 1_000,
             max_pending_transaction_checks: 4096,
             max_visibility_wait_ms: 5_000,
+            sync_quorum_timeout_ms: 5_000,
             consumer_state_sync_interval_ms: 200,
+            replicate_consumer_state: true,
+            max_pending_state_events: 65_536,
+            max_state_batch_events: 1_024,
+            max_remote_marks_per_queue: 65_536,
+            max_waiting_state_records: 10_000,
         }
     }
 }
@@ -140,6 +166,12 @@ pub struct Broker {
     transaction_checks: broadcast::Sender<TransactionCheck>,
     /// Consumer progress was written since the last WAL sync.
     progress_unsynced: std::sync::atomic::AtomicBool,
+    /// Topics whose sends wait for a majority of their regions (see [`crate::messaging::quorum`]).
+    sync_quorum_topics: RwLock<std::collections::HashSet<String>>,
+    /// What those sends wait on; `None` refuses them.
+    quorum: RwLock<Option<Arc<dyn crate::messaging::quorum::ReplicationQuorum>>>,
+    /// Consumer state shipped to and applied from other regions.
+    replicated: replicated_state::ReplicatedState,
 }
 
 impl std::fmt::Debug for Broker {
@@ -163,6 +195,12 @@ impl Broker {
         let (transaction_checks, _) =
             broadcast::channel(config.max_pending_transaction_checks.max(1));
         let trace_sequence = AtomicU64::new(clock.now_ms().wrapping_mul(1_000));
+        // Unique across restarts like the trace sequence: state record ids must never repeat,
+        // or the receiving region would drop a new record as a duplicate.
+        let replicated = replicated_state::ReplicatedState::new(
+            config.max_pending_state_events,
+            clock.now_ms().wrapping_mul(1_000),
+        );
         let broker = Broker {
             storage,
             config,
@@ -184,6 +222,9 @@ impl Broker {
             trace_sequence,
             transaction_checks,
             progress_unsynced: std::sync::atomic::AtomicBool::new(false),
+            sync_quorum_topics: RwLock::new(std::collections::HashSet::new()),
+            quorum: RwLock::new(None),
+            replicated,
         };
         broker.load_meta()?;
         broker.load_timers()?;
@@ -275,12 +316,13 @@ impl Broker {
     }
 
     /// Runs the background duties — releasing due delay messages, checking back on open
-    /// transactions and syncing consumer progress — until `shutdown` turns true. Errors are
-    /// logged and retried next round.
+    /// transactions, syncing consumer progress, appending consumer-state records and applying
+    /// other regions' — until `shutdown` turns true. Errors are logged and retried next round.
     pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
         tokio::join!(
             Arc::clone(&self).run_duties(shutdown.clone()),
-            self.sync_consumer_state(shutdown)
+            self.sync_consumer_state(shutdown.clone()),
+            self.run_consumer_state(shutdown)
         );
     }
 
@@ -414,6 +456,10 @@ mod tests_consume;
 #[cfg(test)]
 mod tests_features;
 #[cfg(test)]
+mod tests_quorum;
+#[cfg(test)]
 mod tests_recovery;
+#[cfg(test)]
+mod tests_replicated;
 #[cfg(test)]
 mod tests_restart;

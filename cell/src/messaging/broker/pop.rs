@@ -16,6 +16,7 @@ use crate::messaging::topic::{GroupConfig, TopicConfig, TopicMessageType};
 use crate::storage::{NewRecord, Record};
 
 use super::keys::pop_key;
+use super::replicated_state::StateEvent;
 use super::send::fnv1a;
 use super::trace::TraceKind;
 use super::{Broker, PopSlot};
@@ -63,7 +64,7 @@ fn handle_scope(group: &str, topic: &str) -> u32 {
 
 impl Broker {
     /// The shared consumption state of (group, topic, queue), loaded from storage on first use.
-    fn pop_slot(
+    pub(super) fn pop_slot(
         &self,
         group: &str,
         topic: &str,
@@ -103,7 +104,28 @@ impl Broker {
         Ok(slot)
     }
 
-    fn persist_slot(
+    /// Read-only view of a group's per-message consumption of one queue, for lag reports:
+    /// `(ack_floor, unfinished)`. Offsets below `ack_floor` are done (acknowledged,
+    /// dead-lettered or filtered out); `unfinished` entries were read and are not done yet. A
+    /// group that never received from the queue reports the earliest retained offset.
+    pub async fn consumption_progress(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_id: u32,
+    ) -> Result<(u64, u64), MessagingError> {
+        self.group(group)?;
+        let topic = self.consumable_topic(topic)?;
+        self.check_queue(&topic, queue_id)?;
+        let slot = self.pop_slot(group, &topic.name, queue_id)?;
+        let slot = slot.lock().await;
+        Ok((
+            slot.queue.ack_floor(),
+            u64::try_from(slot.queue.unfinished()).unwrap_or(u64::MAX),
+        ))
+    }
+
+    pub(super) fn persist_slot(
         &self,
         group: &str,
         topic: &str,
@@ -267,6 +289,7 @@ impl Broker {
                 .await?;
             slot.queue.dead_lettered(offset);
             self.notify_consumers();
+            self.emit_done(&group.name, &topic.name, queue_id, offset);
         }
         let mut fresh = self.fill(&mut slot.queue, topic, queue_id, &request.filter)?;
         let deliveries = slot
@@ -289,6 +312,16 @@ impl Broker {
         self.persist_slot(&group.name, &topic.name, queue_id, &mut slot)?;
         let wakeup = slot.queue.next_wakeup_ms(now);
         drop(slot);
+        for message in &delivered {
+            self.emit_state(StateEvent::Attempt {
+                group: group.name.clone(),
+                topic: topic.name.clone(),
+                queue_id,
+                offset: message.record.queue_offset,
+                attempt: message.delivery_attempt,
+                invisible_until_ms: message.invisible_until_ms,
+            });
+        }
         let events = delivered
             .iter()
             .map(|message| {
@@ -449,6 +482,7 @@ impl Broker {
             }
         };
         self.notify_consumers();
+        self.emit_done(&group.name, &topic.name, handle.queue_id, handle.offset);
         if let Some(message_id) = message_id {
             self.trace(
                 &message_id,
@@ -482,6 +516,14 @@ impl Broker {
         self.persist_slot(&group.name, &topic.name, handle.queue_id, &mut slot)?;
         drop(slot);
         self.notify_consumers();
+        self.emit_state(StateEvent::Attempt {
+            group: group.name,
+            topic: topic.name,
+            queue_id: handle.queue_id,
+            offset: handle.offset,
+            attempt: delivery.attempt,
+            invisible_until_ms: delivery.invisible_until_ms,
+        });
         Ok(delivery.handle.encode())
     }
 
@@ -507,9 +549,28 @@ impl Broker {
             .await?;
             slot.queue.dead_lettered(handle.offset);
         }
+        let visible_at_ms = slot
+            .queue
+            .entry(handle.offset)
+            .and_then(|entry| match entry.state {
+                crate::messaging::pop::EntryState::Ready { visible_at_ms } => Some(visible_at_ms),
+                _ => None,
+            });
         self.persist_slot(&group.name, &topic.name, handle.queue_id, &mut slot)?;
         drop(slot);
         self.notify_consumers();
+        match (dead, visible_at_ms) {
+            (true, _) => self.emit_done(&group.name, &topic.name, handle.queue_id, handle.offset),
+            (false, Some(visible_at_ms)) => self.emit_state(StateEvent::Attempt {
+                group: group.name,
+                topic: topic.name,
+                queue_id: handle.queue_id,
+                offset: handle.offset,
+                attempt: handle.attempt,
+                invisible_until_ms: visible_at_ms,
+            }),
+            (false, None) => {}
+        }
         Ok(dead)
     }
 
@@ -542,7 +603,18 @@ impl Broker {
         self.persist_slot(&group.name, &topic.name, handle.queue_id, &mut slot)?;
         drop(slot);
         self.notify_consumers();
+        self.emit_done(&group.name, &topic.name, handle.queue_id, handle.offset);
         Ok(())
+    }
+
+    /// Queues a "done" consumer-state event (ack or dead-letter) for other regions.
+    fn emit_done(&self, group: &str, topic: &str, queue_id: u32, offset: u64) {
+        self.emit_state(StateEvent::Done {
+            group: group.to_string(),
+            topic: topic.to_string(),
+            queue_id,
+            offset,
+        });
     }
 
     /// Resets a group's per-message state of one queue to start at `offset`, dropping what was

@@ -12,6 +12,7 @@ use crate::storage::Record;
 
 use super::Broker;
 use super::keys::{decode_u64, offset_key};
+use super::replicated_state::StateEvent;
 
 /// Upper bound on wake-ups of one long-polling pull.
 const MAX_PULL_POLL_ROUNDS: usize = 100_000;
@@ -127,7 +128,17 @@ impl Broker {
         self.put_progress(
             &offset_key(&group.name, &topic.name, queue_id, client_id),
             &offset.to_le_bytes(),
-        )
+        )?;
+        // Per-client offsets of broadcasting groups stay in their region.
+        if client_id.is_none() {
+            self.emit_state(StateEvent::Committed {
+                group: group.name,
+                topic: topic.name,
+                queue_id,
+                offset,
+            });
+        }
+        Ok(())
     }
 
     /// A group's committed offset of a queue; `None` if it never committed one.

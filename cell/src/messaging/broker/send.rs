@@ -1,6 +1,7 @@
 //! Sending: validation, type checks, queue choice, and routing of delay and transactional
 //! messages to the internal topics that hold them.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::messaging::error::MessagingError;
@@ -9,6 +10,7 @@ use crate::messaging::message::{
     SendReceipt, validate_batch_bytes, validate_batch_count, validate_message,
 };
 use crate::messaging::names::{self, HALF_TOPIC, TIMER_TOPIC};
+use crate::messaging::quorum::QuorumError;
 use crate::messaging::topic::TopicConfig;
 use crate::storage::{MessageType, NewRecord};
 
@@ -35,6 +37,44 @@ pub(super) fn fnv1a(text: &str) -> u64 {
 }
 
 impl Broker {
+    /// Sets the topics whose sends are acknowledged only once a majority of the topic's regions
+    /// hold them (`sync-quorum`); every other topic is `async`. Replaces the previous set.
+    pub fn set_sync_quorum_topics(&self, topics: impl IntoIterator<Item = String>) {
+        *self.sync_quorum_topics.write() = topics.into_iter().collect();
+    }
+
+    /// Whether sends to `topic` wait for a quorum.
+    pub fn is_sync_quorum(&self, topic: &str) -> bool {
+        self.sync_quorum_topics.read().contains(topic)
+    }
+
+    /// Sets what `sync-quorum` sends wait on (the replicator's view of its peers).
+    pub fn set_replication_quorum(
+        &self,
+        quorum: Arc<dyn crate::messaging::quorum::ReplicationQuorum>,
+    ) {
+        *self.quorum.write() = Some(quorum);
+    }
+
+    /// Waits for a majority of `topic`'s regions to hold this cell's log below `log_end`.
+    async fn wait_for_quorum(&self, topic: &str, log_end: u64) -> Result<(), MessagingError> {
+        let quorum = self.quorum.read().clone();
+        let result = match quorum {
+            Some(quorum) => {
+                quorum
+                    .wait_persisted(log_end, self.config.sync_quorum_timeout_ms)
+                    .await
+            }
+            None => Err(QuorumError::Unreachable(
+                "this cell runs no replicator".to_string(),
+            )),
+        };
+        result.map_err(|cause| MessagingError::QuorumNotReached {
+            topic: topic.to_string(),
+            cause,
+        })
+    }
+
     fn choose_queue(
         &self,
         topic: &TopicConfig,
@@ -71,8 +111,12 @@ impl Broker {
         validate_batch_bytes(&messages, &self.config.limits)?;
         let mut records = Vec::with_capacity(messages.len());
         let mut routes = Vec::with_capacity(messages.len());
+        let mut sync_quorum_topic = None;
         for message in messages {
             let topic = self.topic(&message.topic)?;
+            if sync_quorum_topic.is_none() && self.is_sync_quorum(&topic.name) {
+                sync_quorum_topic = Some(topic.name.clone());
+            }
             if !topic.message_type.accepts(message.message_type) {
                 return Err(MessagingError::MessageTypeMismatch {
                     topic: topic.name,
@@ -192,6 +236,11 @@ impl Broker {
             self.background_wake.notify_one();
         }
         self.trace_many(events, "").await;
+        if let (Some(topic), Some(last)) = (sync_quorum_topic, appended.last()) {
+            // Stored and registered here either way: a refused send still replicates, and
+            // the producer's retry with the same message id is deduplicated.
+            self.wait_for_quorum(&topic, last.position + 1).await?;
+        }
         Ok(receipts)
     }
 

@@ -5,4 +5,4 @@ mod handle;
 mod queue;
 
 pub use handle::{MAX_RECEIPT_HANDLE_BYTES, ReceiptHandle};
-pub use queue::{Delivery, Entry, EntryState, PopQueue};
+pub use queue::{Delivery, Entry, EntryState, PopQueue, RemoteMark};

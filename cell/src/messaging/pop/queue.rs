@@ -12,7 +12,12 @@
 //! - an entry whose invisibility ran out is delivered again with its attempt incremented, unless
 //!   it has used all its attempts, in which case it is handed to the dead-letter queue;
 //! - in orderly (FIFO) mode, only the oldest unfinished entry of each message group may be
-//!   delivered, so a group advances one message at a time while other groups proceed.
+//!   delivered, so a group advances one message at a time while other groups proceed;
+//! - another region's consumption of the same group arrives as remote marks
+//!   ([`PopQueue::remote_done`], [`PopQueue::remote_attempt`]): a mark on an offset already read
+//!   changes its entry at once, a mark on an offset not read yet waits in a bounded map until the
+//!   offset is admitted, and done marks at the cursor move the cursor on, so a region nobody
+//!   consumes in keeps up with the region that does.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -84,6 +89,20 @@ impl Changes {
     }
 }
 
+/// What another region did with an offset this state has not read yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteMark {
+    /// Acked or dead-lettered there: done here too.
+    Done,
+    /// Delivered there `attempt` times, invisible until the deadline.
+    Attempted {
+        /// Deliveries there so far.
+        attempt: u32,
+        /// When that delivery expires.
+        invisible_until_ms: u64,
+    },
+}
+
 /// The consumption state of one (group, topic, queue).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PopQueue {
@@ -94,6 +113,8 @@ pub struct PopQueue {
     read_cursor: u64,
     next_nonce: u64,
     entries: BTreeMap<u64, Entry>,
+    /// Other regions' marks on offsets at or past the cursor, applied when they are admitted.
+    remote: BTreeMap<u64, RemoteMark>,
     changes: Changes,
 }
 
@@ -106,6 +127,7 @@ impl PopQueue {
             read_cursor: offset,
             next_nonce: 1,
             entries: BTreeMap::new(),
+            remote: BTreeMap::new(),
             changes: Changes::default(),
         }
     }
@@ -126,6 +148,7 @@ impl PopQueue {
     /// and a stale one would then ack the new delivery of the same offset.
     pub fn reset(&mut self, offset: u64) {
         self.entries.clear();
+        self.remote.clear();
         self.read_cursor = offset;
         self.changes.bump();
     }
@@ -160,6 +183,8 @@ impl PopQueue {
     }
 
     /// Takes the record at the read cursor. A record the group's filter rejects is done at once.
+    /// A record another region already finished is done at once; one another region delivered
+    /// keeps that region's attempt count and invisibility.
     pub fn admit(&mut self, offset: u64, message_group: &str, matches: bool) {
         debug_assert!(
             offset >= self.read_cursor,
@@ -167,16 +192,105 @@ impl PopQueue {
         );
         self.read_cursor = offset.max(self.read_cursor) + 1;
         self.changes.bump();
+        let (attempt, state) = match self.remote.remove(&offset) {
+            Some(RemoteMark::Done) => return,
+            Some(RemoteMark::Attempted {
+                attempt,
+                invisible_until_ms,
+            }) => (attempt, EntryState::InFlight { invisible_until_ms }),
+            None => (0, EntryState::Ready { visible_at_ms: 0 }),
+        };
         if matches {
             self.entries.insert(
                 offset,
                 Entry {
-                    attempt: 0,
+                    attempt,
                     nonce: 0,
-                    state: EntryState::Ready { visible_at_ms: 0 },
+                    state,
                     message_group: message_group.to_string(),
                 },
             );
+        }
+    }
+
+    /// Marks not applied yet (offsets this state has not read).
+    pub fn remote_marks(&self) -> usize {
+        self.remote.len()
+    }
+
+    /// Another region finished (acked or dead-lettered) the message at `offset` for this group:
+    /// it is done here too. At most `max_remote_marks` marks wait for offsets not read yet; past
+    /// that the newest are dropped (their messages are delivered here once more, never lost).
+    pub fn remote_done(&mut self, offset: u64, max_remote_marks: usize) {
+        if offset < self.read_cursor {
+            if self.entries.remove(&offset).is_some() {
+                self.changes.bump();
+            }
+            return;
+        }
+        if self.remote.insert(offset, RemoteMark::Done) == Some(RemoteMark::Done) {
+            return;
+        }
+        // Done marks at the cursor need no record read: move past them, so that the marks of
+        // a region nobody consumes in do not pile up.
+        while self.remote.first_key_value() == Some((&self.read_cursor, &RemoteMark::Done)) {
+            self.remote.remove(&self.read_cursor);
+            self.read_cursor += 1;
+        }
+        self.trim_remote(max_remote_marks);
+        self.changes.bump();
+    }
+
+    /// Another region delivered the message at `offset` for the `attempt`th time, invisible
+    /// until `invisible_until_ms`: a consumer here gets it after that with the next attempt.
+    /// Never lowers an attempt count; a finished message stays finished.
+    pub fn remote_attempt(
+        &mut self,
+        offset: u64,
+        attempt: u32,
+        invisible_until_ms: u64,
+        max_remote_marks: usize,
+    ) {
+        if offset < self.read_cursor {
+            if let Some(entry) = self.entries.get_mut(&offset)
+                && entry.attempt <= attempt
+                && entry.state != EntryState::DeadLettering
+            {
+                let until = match entry.state {
+                    EntryState::InFlight {
+                        invisible_until_ms: local,
+                    } => local.max(invisible_until_ms),
+                    _ => invisible_until_ms,
+                };
+                entry.attempt = attempt;
+                entry.state = EntryState::InFlight {
+                    invisible_until_ms: until,
+                };
+                self.changes.bump();
+            }
+            return;
+        }
+        let mark = match self.remote.get(&offset) {
+            Some(RemoteMark::Done) => return,
+            Some(RemoteMark::Attempted {
+                attempt: known,
+                invisible_until_ms: known_until,
+            }) if *known > attempt || (*known == attempt && *known_until >= invisible_until_ms) => {
+                return;
+            }
+            _ => RemoteMark::Attempted {
+                attempt,
+                invisible_until_ms,
+            },
+        };
+        self.remote.insert(offset, mark);
+        self.trim_remote(max_remote_marks);
+        self.changes.bump();
+    }
+
+    fn trim_remote(&mut self, max_remote_marks: usize) {
+        while self.remote.len() > max_remote_marks {
+            self.remote.pop_last();
         }
     }
 
@@ -189,6 +303,7 @@ impl PopQueue {
             self.changes.bump();
         }
         self.entries.retain(|offset, _| *offset >= earliest);
+        self.remote.retain(|offset, _| *offset >= earliest);
         if self.entries.len() != before {
             self.changes.bump();
         }
@@ -424,9 +539,11 @@ impl PopQueue {
     }
 
     /// Encodes the whole state for persistence.
+    /// Version 1 has no remote marks; version 2 appends them, and is written only when there
+    /// are some, so a state without them reads back in an older cell.
     pub fn encode(&self) -> Vec<u8> {
         let mut writer = Writer::default();
-        writer.u8(1);
+        writer.u8(if self.remote.is_empty() { 1 } else { 2 });
         writer.u32(self.queue_id);
         writer.u64(self.read_cursor);
         writer.u64(self.next_nonce);
@@ -451,13 +568,35 @@ impl PopQueue {
             }
             writer.str(&entry.message_group);
         }
+        if !self.remote.is_empty() {
+            writer.u32(self.remote.len() as u32);
+            for (offset, mark) in &self.remote {
+                writer.u64(*offset);
+                match mark {
+                    RemoteMark::Done => {
+                        writer.u8(0);
+                        writer.u32(0);
+                        writer.u64(0);
+                    }
+                    RemoteMark::Attempted {
+                        attempt,
+                        invisible_until_ms,
+                    } => {
+                        writer.u8(1);
+                        writer.u32(*attempt);
+                        writer.u64(*invisible_until_ms);
+                    }
+                }
+            }
+        }
         writer.into_bytes()
     }
 
     /// Decodes a persisted state; `None` if the bytes are not one.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         let mut reader = Reader::new(bytes);
-        if reader.u8()? != 1 {
+        let version = reader.u8()?;
+        if version != 1 && version != 2 {
             return None;
         }
         let queue_id = reader.u32()?;
@@ -495,6 +634,28 @@ impl PopQueue {
                 },
             );
         }
+        let mut remote = BTreeMap::new();
+        if version == 2 {
+            let count = reader.u32()? as usize;
+            for _ in 0..count {
+                let offset = reader.u64()?;
+                let tag = reader.u8()?;
+                let attempt = reader.u32()?;
+                let invisible_until_ms = reader.u64()?;
+                let mark = match tag {
+                    0 => RemoteMark::Done,
+                    1 => RemoteMark::Attempted {
+                        attempt,
+                        invisible_until_ms,
+                    },
+                    _ => return None,
+                };
+                if offset < read_cursor {
+                    return None;
+                }
+                remote.insert(offset, mark);
+            }
+        }
         reader.finish()?;
         Some(PopQueue {
             queue_id,
@@ -502,6 +663,7 @@ impl PopQueue {
             read_cursor,
             next_nonce,
             entries,
+            remote,
             changes: Changes::default(),
         })
     }
@@ -510,3 +672,7 @@ impl PopQueue {
 #[cfg(test)]
 #[path = "queue_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "remote_tests.rs"]
+mod remote_tests;
