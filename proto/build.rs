@@ -14,6 +14,9 @@ const PROTO_FILES: [&str; 2] = [
 ];
 /// File name (inside `OUT_DIR`) of the encoded `FileDescriptorSet`.
 const DESCRIPTOR_FILE: &str = "rocketmq_v2_descriptor.bin";
+/// Meridian's own admin service, compiled on its own so that the RocketMQ descriptor set above
+/// holds exactly the RocketMQ protocol.
+const ADMIN_PROTO_FILE: &str = "proto/meridian/admin/v1/admin.proto";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // protox does not print rerun hints itself; without this, edits to a .proto would not
@@ -31,5 +34,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+
+    println!("cargo:rerun-if-changed={ADMIN_PROTO_FILE}");
+    let admin = protox::compile([ADMIN_PROTO_FILE], [PROTO_ROOT])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(admin)?;
     Ok(())
 }

@@ -7,6 +7,8 @@
 //!   Rust crate `rocketmq` 5.0.0 and PyPI `rocketmq-python-client` 5.1.2;
 //! - the prost messages and the tonic client and server generated from them at build time
 //!   (pure Rust via `protox`, no `protoc`), under [`rocketmq::v2`];
+//! - Meridian's own admin service (`proto/meridian/admin/v1/admin.proto`, under [`admin::v1`]),
+//!   which every cell serves beside the RocketMQ service;
 //! - the compiled descriptor set ([`descriptor`]), for tests and gRPC reflection;
 //! - small wire-level helpers: status-code classes and which codes each official client can
 //!   decode ([`codes`]), request header names and the `authorization` header format
@@ -41,5 +43,24 @@ pub mod rocketmq {
             rustdoc::bare_urls
         )]
         tonic::include_proto!("apache.rocketmq.v2");
+    }
+}
+
+/// Meridian's own admin API (`meridian.admin.v1.Admin`, written for Meridian, not part of
+/// RocketMQ): topics, groups and their lag, message query and trace, offset resets and region
+/// status. Every cell serves it on its gRPC port; the `meridian` CLI is its client.
+pub mod admin {
+    /// `meridian.admin.v1`: messages, `admin_client` and `admin_server`.
+    pub mod v1 {
+        // Generated code follows prost/tonic conventions, not our lint set.
+        #![allow(
+            clippy::all,
+            clippy::pedantic,
+            unreachable_pub,
+            missing_docs,
+            rustdoc::invalid_html_tags,
+            rustdoc::bare_urls
+        )]
+        tonic::include_proto!("meridian.admin.v1");
     }
 }

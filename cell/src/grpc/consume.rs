@@ -119,6 +119,8 @@ impl CellService {
             "topic",
             Code::IllegalTopic,
         )?;
+        self.auto_create_topic(&topic)?;
+        self.auto_create_group(&group)?;
         let filter = filter_of(request.filter_expression.as_ref())?;
         let long_polling_ms = receive::long_poll_ms(
             request

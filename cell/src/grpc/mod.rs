@@ -14,7 +14,9 @@
 //! **Must not touch** storage directly, other regions or routing policy: routes name this
 //! cell's own endpoint until the router makes them regional.
 
+mod admin;
 mod auth;
+mod autocreate;
 mod consume;
 mod convert;
 mod receive;
@@ -26,6 +28,7 @@ mod telemetry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use meridian_proto::admin::v1::admin_server::AdminServer;
 use meridian_proto::rocketmq::v2::messaging_service_server::MessagingServiceServer;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
@@ -33,6 +36,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::messaging::Broker;
 
+pub use admin::{AdminConfig, ReplicationStatus, ReplicationStatusSource};
 pub use auth::{AuthConfig, UserCredential};
 
 /// Settings of the gRPC front.
@@ -64,6 +68,14 @@ pub struct GrpcConfig {
     pub max_client_sessions: usize,
     /// Telemetry streams one client may hold open at once.
     pub max_streams_per_client: usize,
+    /// Development convenience (RocketMQ's `autoCreateTopicEnable`): a route query, send or
+    /// receive naming an unknown topic creates it as NORMAL with this many queues, and a
+    /// receive or heartbeat naming an unknown consumer group creates it (not FIFO). `None`:
+    /// unknown topics and groups are refused, as in production.
+    pub auto_create_topics: Option<u32>,
+    /// Also serve Meridian's admin API (`meridian.admin.v1.Admin`) on this port. It has no
+    /// authentication yet, so it cannot be combined with `auth`.
+    pub admin: Option<AdminConfig>,
 }
 
 impl Default for GrpcConfig {
@@ -81,6 +93,8 @@ impl Default for GrpcConfig {
             max_telemetry_queue_commands: 64,
             max_client_sessions: 10_000,
             max_streams_per_client: 16,
+            auto_create_topics: None,
+            admin: None,
         }
     }
 }
@@ -138,6 +152,13 @@ pub async fn serve(
     validate(&config)?;
     let tls = config.tls.clone();
     let max_decoding = config.max_decoding_message_bytes;
+    let admin = config.admin.clone().map(|admin_config| {
+        AdminServer::new(admin::AdminService::new(
+            Arc::clone(&broker),
+            config.broker_name.clone(),
+            admin_config,
+        ))
+    });
     let service = service::CellService::new(broker, config, local_addr)?;
     let checks = tokio::spawn(service.clone().forward_transaction_checks(shutdown.clone()));
     let mut builder = tonic::transport::Server::builder();
@@ -159,6 +180,7 @@ pub async fn serve(
     });
     let result = builder
         .add_service(MessagingServiceServer::new(service).max_decoding_message_size(max_decoding))
+        .add_optional_service(admin)
         .serve_with_incoming_shutdown(incoming, async move {
             // Ends on `true` or when the sender is gone.
             let _ = shutdown.wait_for(|stop| *stop).await;
@@ -191,6 +213,18 @@ fn validate(config: &GrpcConfig) -> Result<(), GrpcError> {
     }
     if config.broker_name.trim().is_empty() {
         return Err(invalid("broker_name", "must not be blank"));
+    }
+    if config.auto_create_topics == Some(0) {
+        return Err(invalid(
+            "auto_create_topics",
+            "the queue count must be positive; use None to turn auto-creation off",
+        ));
+    }
+    if config.admin.is_some() && config.auth.is_some() {
+        return Err(invalid(
+            "admin",
+            "the admin API has no authentication yet; leave it off on a cell with auth",
+        ));
     }
     if let Some(auth) = &config.auth {
         auth.validate()

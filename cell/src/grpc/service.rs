@@ -110,6 +110,7 @@ impl CellService {
             }
             match convert::outgoing(message, max_body).and_then(|message| {
                 caller.principal.may_publish(&message.topic)?;
+                self.auto_create_topic(&message.topic)?;
                 Ok(message)
             }) {
                 Ok(message) => outgoing.push(message),
@@ -160,6 +161,7 @@ impl CellService {
 
     fn route(&self, request: &pb::QueryRouteRequest) -> Result<Vec<pb::MessageQueue>, Refusal> {
         let name = convert::resource_name(request.topic.as_ref(), "topic", Code::IllegalTopic)?;
+        self.auto_create_topic(&name)?;
         let topic = self.inner.broker.topic(&name).map_err(Refusal::from)?;
         let endpoints = self.broker_endpoints(request.endpoints.as_ref());
         // Q1/Q2: never an OK route without queues; every queue names its topic and broker.
@@ -235,6 +237,7 @@ impl CellService {
             return Ok(());
         };
         caller.principal.may_subscribe(&group.name)?;
+        self.auto_create_group(&group.name)?;
         self.inner
             .broker
             .group(&group.name)

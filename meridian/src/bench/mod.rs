@@ -4,6 +4,7 @@ mod disk;
 mod grpc;
 mod messaging;
 mod messaging_timers;
+mod replication;
 mod storage;
 
 /// Which benchmark to run.
@@ -19,6 +20,9 @@ pub(crate) enum BenchCommand {
     /// consumers on a NORMAL and a FIFO topic, and delay-timer lateness with many pending timers;
     /// each case checks that every message was received and acked exactly once.
     Messaging(messaging::MessagingBenchArgs),
+    /// One replication link between two cells over QUIC: catch-up throughput against the local
+    /// append rate, and replication lag at a fixed rate with and without injected delay.
+    Replication(replication::ReplicationBenchArgs),
 }
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
@@ -26,6 +30,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Storage(args) => storage::run(args),
         BenchCommand::Grpc(args) => grpc::run(args),
         BenchCommand::Messaging(args) => messaging::run(args),
+        BenchCommand::Replication(args) => replication::run(args),
     }
 }
 

@@ -210,6 +210,8 @@ pub enum RefuseCode {
     ShuttingDown,
     /// Applying or reading failed on this side.
     LocalFailure,
+    /// The region named in Hello is not one the peer's certificate is issued for.
+    IdentityMismatch,
     /// A code this build does not know.
     Other(u16),
 }
@@ -223,6 +225,7 @@ impl RefuseCode {
             RefuseCode::Superseded => 4,
             RefuseCode::ShuttingDown => 5,
             RefuseCode::LocalFailure => 6,
+            RefuseCode::IdentityMismatch => 7,
             RefuseCode::Other(code) => code,
         }
     }
@@ -235,6 +238,7 @@ impl RefuseCode {
             4 => RefuseCode::Superseded,
             5 => RefuseCode::ShuttingDown,
             6 => RefuseCode::LocalFailure,
+            7 => RefuseCode::IdentityMismatch,
             other => RefuseCode::Other(other),
         }
     }

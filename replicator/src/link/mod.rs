@@ -57,9 +57,11 @@
 //! not reconnect in lockstep.
 
 pub mod backoff;
+pub mod filter;
 pub mod frame;
 pub mod receiver;
 pub mod sender;
+pub mod verify;
 
 #[cfg(test)]
 mod machine_test;

@@ -98,6 +98,8 @@ struct InFlight {
     end: u64,
     bytes: u64,
     entries: u64,
+    /// HLC stamp of its first entry, if it has one (for the lag in time).
+    first_hlc: Option<u64>,
 }
 
 /// The sender of one session: Hello, then batches within the receiver's window, pings.
@@ -185,6 +187,16 @@ impl Sender {
     /// Entry bytes and entries sent but not acknowledged.
     pub fn in_flight(&self) -> (u64, u64) {
         (self.inflight_bytes, self.inflight_entries)
+    }
+
+    /// HLC stamp of the oldest entry sent but not acknowledged.
+    pub fn oldest_unacked_hlc(&self) -> Option<u64> {
+        self.inflight.iter().find_map(|batch| batch.first_hlc)
+    }
+
+    /// The local log's visible end as last reported.
+    pub fn local_end(&self) -> u64 {
+        self.local_end
     }
 
     /// The latest time by which [`Sender::on_timer`] must be called.
@@ -349,6 +361,7 @@ impl Sender {
             end,
             bytes,
             entries: count,
+            first_hlc: entries.first().map(|entry| entry.hlc),
         });
         self.inflight_bytes += bytes;
         self.inflight_entries += count;

@@ -16,7 +16,11 @@
 //! the receiver writes (acks, pongs) is a few dozen bytes per batch, bounded by the window, and
 //! fits in QUIC's stream receive buffer even while the sender's loop is busy writing.
 
+mod identity;
+pub mod metrics;
+mod quorum;
 mod receiver;
+mod replica_index;
 mod sender;
 
 use std::collections::HashMap;
@@ -31,14 +35,21 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::ReplicatorError;
+use crate::link::filter::DestinationFilter;
 use crate::link::frame::{self, FRAME_HEADER_BYTES, Frame, Limits};
 use crate::link::receiver::ReceiverConfig;
 use crate::link::sender::SenderConfig;
+use crate::link::verify::VerifyConfig;
 
+pub use identity::certificate_names_region;
+pub use metrics::{LinkMetrics, LinkMetricsSnapshot};
+pub use quorum::{LinkQuorum, PeerAcks};
 pub use receiver::LinkStats;
 
 /// The ALPN protocol name of replication links; a peer offering anything else is refused.
 pub const ALPN: &[u8] = b"meridian-repl/1";
+/// Longest wait for the peer to take the last frames of a session before the connection closes.
+const CLOSE_LINGER_MS: u64 = 500;
 /// Frames buffered between a stream's reader task and its session loop.
 const READ_QUEUE_FRAMES: usize = 64;
 
@@ -78,11 +89,18 @@ pub struct ReplicatorConfig {
     pub rng_seed: u64,
     /// How long a graceful shutdown lets sessions finish before it aborts them.
     pub shutdown_grace_ms: u64,
-    /// When set, each outbound link asks its peer this often for the digest of the origin range
-    /// acknowledged since the last match and compares it with its own log (mismatches are
-    /// logged and counted). The receiver scans its whole log per request, so this is for tests
-    /// and drills until the verification loop narrows the scan.
+    /// When set, each outbound link asks its peer this often for the digest of the next origin
+    /// range it acknowledged and compares it with its own log (see [`crate::link::verify`]);
+    /// `None` turns verification off.
     pub verify_interval_ms: Option<u64>,
+    /// Range sizes and narrowing limits of the verification loop.
+    pub verify: VerifyConfig,
+    /// Origin log bytes per entry of the receiver's sparse index from origin positions to its
+    /// own log, which bounds the scan of a digest request (smaller: tighter scans, more keys).
+    pub replica_index_stride_bytes: u64,
+    /// Selective replication: what each destination region receives (by region name; a region
+    /// without an entry receives everything). Read when a link starts.
+    pub destination_filters: HashMap<String, DestinationFilter>,
 }
 
 impl ReplicatorConfig {
@@ -105,7 +123,10 @@ impl ReplicatorConfig {
             reconnect_max_delay_ms: 10_000,
             rng_seed: rand::random(),
             shutdown_grace_ms: 5_000,
-            verify_interval_ms: None,
+            verify_interval_ms: Some(5_000),
+            verify: VerifyConfig::default(),
+            replica_index_stride_bytes: 1 << 20,
+            destination_filters: HashMap::new(),
         }
     }
 
@@ -158,6 +179,12 @@ impl ReplicatorConfig {
                 ),
             );
         }
+        if self.verify_interval_ms == Some(0) {
+            return invalid("verify_interval_ms", "must be positive (or None)".into());
+        }
+        if self.replica_index_stride_bytes == 0 {
+            return invalid("replica_index_stride_bytes", "must be positive".into());
+        }
         if self.receiver.window_bytes == 0 || self.receiver.window_entries == 0 {
             return invalid(
                 "receiver.window_bytes",
@@ -192,6 +219,10 @@ struct Shared {
     shutdown: watch::Receiver<bool>,
     origins: Mutex<HashMap<String, Arc<OriginSlot>>>,
     stats: LinkStats,
+    /// One entry per outbound link, in the order they were added.
+    links: Mutex<Vec<Arc<LinkMetrics>>>,
+    /// How far each peer has acknowledged this region's log (for `sync-quorum` sends).
+    peer_acks: Arc<PeerAcks>,
 }
 
 /// A running replicator: accepts inbound links and keeps one outbound link per peer.
@@ -231,6 +262,8 @@ impl Replicator {
             shutdown: shutdown_rx,
             origins: Mutex::new(HashMap::new()),
             stats: LinkStats::default(),
+            links: Mutex::new(Vec::new()),
+            peer_acks: Arc::new(PeerAcks::default()),
         });
         let replicator = Replicator {
             tasks: Mutex::new(vec![tokio::spawn(receiver::accept_loop(Arc::clone(
@@ -245,6 +278,12 @@ impl Replicator {
         Ok(replicator)
     }
 
+    /// What a broker's `sync-quorum` sends wait on: a majority of the regions (this one and
+    /// its peers) holding this region's log past a position (see [`LinkQuorum`]).
+    pub fn quorum(&self) -> LinkQuorum {
+        LinkQuorum::new(Arc::clone(&self.shared.peer_acks))
+    }
+
     /// Starts an outbound link to one more region.
     pub fn add_peer(&self, peer: PeerConfig) -> Result<(), ReplicatorError> {
         if peer.region == self.shared.config.region {
@@ -253,6 +292,12 @@ impl Replicator {
                 reason: format!("{:?} is this region", peer.region),
             });
         }
+        self.shared.peer_acks.register(&peer.region);
+        let metrics = Arc::new(LinkMetrics::new(format!(
+            "{}->{}",
+            self.shared.config.region, peer.region
+        )));
+        self.shared.links.lock().push(Arc::clone(&metrics));
         let mut tasks = self.tasks.lock();
         // Each link gets its own reproducible jitter and link-id stream.
         let seed = self.shared.config.rng_seed.wrapping_add(tasks.len() as u64);
@@ -260,6 +305,7 @@ impl Replicator {
             Arc::clone(&self.shared),
             peer,
             seed,
+            metrics,
         )));
         Ok(())
     }
@@ -278,6 +324,16 @@ impl Replicator {
     /// Counters of this replicator's links.
     pub fn stats(&self) -> &LinkStats {
         &self.shared.stats
+    }
+
+    /// The figures of each outbound link (see [`metrics`]), in the order the links were added.
+    pub fn link_metrics(&self) -> Vec<LinkMetricsSnapshot> {
+        self.shared
+            .links
+            .lock()
+            .iter()
+            .map(|link| link.snapshot())
+            .collect()
     }
 
     /// Stops the links: sessions finish the append or checkpoint write they are in, tell their
@@ -399,6 +455,40 @@ pub fn load_checkpoint(storage: &Storage, origin_region: &str) -> Result<u64, Re
     }
 }
 
+/// Key of an outbound link's "verified up to" position in `CF_REPLICATION_CHECKPOINTS` (kept
+/// by the origin, per destination).
+fn verified_key(destination_region: &str) -> Vec<u8> {
+    let mut key = b"verified/".to_vec();
+    key.extend_from_slice(destination_region.as_bytes());
+    key
+}
+
+/// Reads the persisted "verified up to" of the link to `destination_region` (0 if none or
+/// unreadable: verification then starts over, which costs only time).
+fn load_verified(storage: &Storage, destination_region: &str) -> Result<u64, ReplicatorError> {
+    let value = storage.get_state(
+        meridian_cell::storage::CF_REPLICATION_CHECKPOINTS,
+        &verified_key(destination_region),
+    )?;
+    Ok(value
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+        .map_or(0, u64::from_le_bytes))
+}
+
+/// Stores "verified up to" without an fsync: losing it only repeats checks.
+fn store_verified(
+    storage: &Storage,
+    destination_region: &str,
+    position: u64,
+) -> Result<(), ReplicatorError> {
+    storage.put_state_unsynced(
+        meridian_cell::storage::CF_REPLICATION_CHECKPOINTS,
+        &verified_key(destination_region),
+        &position.to_le_bytes(),
+    )?;
+    Ok(())
+}
+
 fn store_checkpoint(
     storage: &Storage,
     origin_region: &str,
@@ -464,6 +554,15 @@ async fn write_frame(
     let bytes = frame.encode(limits)?;
     send.write_all(&bytes).await?;
     Ok(())
+}
+
+/// Ends this side of a link's stream and waits, at most [`CLOSE_LINGER_MS`], until the peer has
+/// read it to the end or stopped it. Closing the connection at once would discard stream data
+/// still in flight, and with it the Refuse frame that tells the peer why the session ended.
+async fn finish_and_linger(send: &mut quinn::SendStream) {
+    if send.finish().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_millis(CLOSE_LINGER_MS), send.stopped()).await;
+    }
 }
 
 /// Milliseconds on the runtime's monotonic clock since `epoch`: the `now_ms` of the state

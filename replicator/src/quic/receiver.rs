@@ -59,6 +59,13 @@ pub struct LinkStats {
     pub digests_matched: AtomicU64,
     /// Digest answers that did not.
     pub digest_mismatches: AtomicU64,
+    /// Local records read to answer digest requests (bounded by the replica index).
+    pub digest_scanned_records: AtomicU64,
+    /// Why the latest outbound session failed (for operators and tests).
+    pub last_outbound_error: parking_lot::Mutex<Option<String>>,
+    /// Inbound links refused because Hello named a region the peer's certificate is not
+    /// issued for.
+    pub identity_refusals: AtomicU64,
 }
 
 /// Accepts inbound links until shutdown. Sessions live in a `JoinSet` owned by this task, so
@@ -129,13 +136,30 @@ async fn session(shared: &Arc<Shared>, incoming: quinn::Incoming) -> Result<(), 
     let mut owned: Option<Owned> = None;
     let (persisted_tx, mut persisted_rx) = mpsc::channel::<Result<u64, ReplicatorError>>(4);
     let result = loop {
-        match drive(shared, &mut receiver, &mut send, &mut owned, &persisted_tx).await {
+        match drive(
+            shared,
+            &connection,
+            &mut receiver,
+            &mut send,
+            &mut owned,
+            &persisted_tx,
+        )
+        .await
+        {
             Ok(true) => {}
             Ok(false) => break Ok(()),
             Err(error) => {
                 receiver.end(RefuseCode::LocalFailure, error.to_string());
                 // Tell the peer why, if the stream still works; the session is over either way.
-                let _ = drive(shared, &mut receiver, &mut send, &mut owned, &persisted_tx).await;
+                let _ = drive(
+                    shared,
+                    &connection,
+                    &mut receiver,
+                    &mut send,
+                    &mut owned,
+                    &persisted_tx,
+                )
+                .await;
                 break Err(error);
             }
         }
@@ -165,7 +189,7 @@ async fn session(shared: &Arc<Shared>, incoming: quinn::Incoming) -> Result<(), 
             _ = shutdown.wait_for(|stop| *stop) => receiver.end(RefuseCode::ShuttingDown, "receiver shutting down".into()),
         }
     };
-    let _ = send.finish();
+    super::finish_and_linger(&mut send).await;
     reader.abort();
     if let Some(owned) = owned {
         // Hand the writer the final progress (it takes the newest request), let it finish, and
@@ -204,6 +228,7 @@ async fn stopped(stop: Option<&mut watch::Receiver<bool>>) {
 /// Carries out every queued action. Returns `Ok(false)` once the session has closed.
 async fn drive(
     shared: &Arc<Shared>,
+    connection: &quinn::Connection,
     receiver: &mut Receiver,
     send: &mut quinn::SendStream,
     owned: &mut Option<Owned>,
@@ -217,6 +242,22 @@ async fn drive(
                 source_region,
                 link_id,
             } => {
+                if let Err(reason) = super::identity::check_peer_region(connection, &source_region)
+                {
+                    shared
+                        .stats
+                        .identity_refusals
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        remote = %connection.remote_address(), claimed = %source_region, %reason,
+                        "refusing an inbound link whose certificate does not match its region"
+                    );
+                    receiver.end(
+                        RefuseCode::IdentityMismatch,
+                        format!("Hello names source region {source_region:?}, but {reason}"),
+                    );
+                    continue;
+                }
                 let taken = take_origin(shared, &source_region, persisted_tx.clone()).await?;
                 let applied = taken.progress.applied.unwrap_or(0);
                 let persisted = taken.progress.persisted.unwrap_or(0);
@@ -253,10 +294,15 @@ async fn drive(
             } => {
                 let storage = Arc::clone(&shared.storage);
                 let region = origin_region.clone();
-                let digest = tokio::task::spawn_blocking(move || {
-                    replica_digest(&storage, &region, start, end)
+                let stride = shared.config.replica_index_stride_bytes;
+                let (digest, scanned) = tokio::task::spawn_blocking(move || {
+                    replica_digest(&storage, &region, stride, start, end)
                 })
                 .await??;
+                shared
+                    .stats
+                    .digest_scanned_records
+                    .fetch_add(scanned, Ordering::Relaxed);
                 receiver.answer_digest(origin_region, start, end, digest.count(), digest.value());
             }
             ReceiverAction::Close(failure) => {
@@ -316,6 +362,7 @@ async fn take_origin(
     let checkpoint_task = tokio::spawn(checkpoint_writer(
         Arc::clone(&shared.storage),
         origin_region.to_string(),
+        shared.config.replica_index_stride_bytes,
         checkpoint_rx,
         persisted_tx,
     ));
@@ -334,9 +381,11 @@ async fn take_origin(
 async fn checkpoint_writer(
     storage: Arc<Storage>,
     origin_region: String,
+    index_stride_bytes: u64,
     mut requests: watch::Receiver<Option<(u64, u64)>>,
     persisted: mpsc::Sender<Result<u64, ReplicatorError>>,
 ) {
+    let mut last_bucket = None;
     while requests.changed().await.is_ok() {
         let Some((position, visible_end)) = *requests.borrow_and_update() else {
             continue;
@@ -353,12 +402,26 @@ async fn checkpoint_writer(
         let writer_storage = Arc::clone(&storage);
         let region = origin_region.clone();
         let result = tokio::task::spawn_blocking(move || {
-            store_checkpoint(&writer_storage, &region, position)
+            store_checkpoint(&writer_storage, &region, position)?;
+            // The hint for narrowing digest scans (see `replica_index`), after the checkpoint:
+            // it describes records the checkpoint covers.
+            super::replica_index::note(
+                &writer_storage,
+                &region,
+                index_stride_bytes,
+                position,
+                visible_end,
+                &mut last_bucket,
+            )?;
+            Ok::<_, ReplicatorError>(last_bucket)
         })
         .await
         .map_err(ReplicatorError::from)
         .and_then(|stored| stored)
-        .map(|()| position);
+        .map(|bucket| {
+            last_bucket = bucket;
+            position
+        });
         if persisted.send(result).await.is_err() {
             return;
         }
@@ -475,28 +538,35 @@ fn check_entry(
 }
 
 /// The digest of `origin_region`'s records with origin positions in `[start, end)` as this cell
-/// stores them. Scans the whole local log (replicated records are not indexed by origin
-/// position); the verification loop will narrow this down.
+/// stores them, and how many local records were read for it. Only the part of the local log
+/// the sparse index bounds is scanned (see `replica_index`).
 pub(crate) fn replica_digest(
     storage: &Storage,
     origin_region: &str,
+    index_stride_bytes: u64,
     start: u64,
     end: u64,
-) -> Result<RangeDigest, ReplicatorError> {
+) -> Result<(RangeDigest, u64), ReplicatorError> {
     let mut digest = RangeDigest::new();
-    let (mut at, visible_end) = storage.log_range();
-    while at < visible_end {
+    let (mut at, scan_end) =
+        super::replica_index::scan_bounds(storage, origin_region, index_stride_bytes, start, end)?;
+    let mut scanned = 0u64;
+    while at < scan_end {
         let records = storage.read_log(at, usize::MAX, DIGEST_SCAN_BYTES)?;
         let Some((last, len, _)) = records.last() else {
             break;
         };
         at = last + u64::from(*len);
-        for (_, _, record) in &records {
+        for (position, _, record) in &records {
+            if *position >= scan_end {
+                break;
+            }
+            scanned += 1;
             if record.origin.region == origin_region && (start..end).contains(&record.origin.offset)
             {
                 digest.add_record(record);
             }
         }
     }
-    Ok(digest)
+    Ok((digest, scanned))
 }

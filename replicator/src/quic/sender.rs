@@ -1,6 +1,9 @@
 //! Outbound links: one task per peer region that connects, runs a [`Sender`] session against
-//! this cell's log, and reconnects with backoff when the session ends.
+//! this cell's log, and reconnects with backoff when the session ends. The link's filter
+//! (selective replication), its [`Verifier`] and its metrics live as long as the task, across
+//! sessions.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -9,15 +12,80 @@ use meridian_cell::{Storage, StorageError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::metrics::{LinkMetrics, hlc_physical_ms};
 use super::{PeerConfig, Shared, now_ms, sleep_until, spawn_reader, write_frame};
 use crate::digest::RangeDigest;
 use crate::error::ReplicatorError;
 use crate::link::backoff::Backoff;
+use crate::link::filter::DestinationFilter;
 use crate::link::frame::Entry;
 use crate::link::sender::{LogRecord, Sender, SenderAction};
+use crate::link::verify::{Verdict, Verifier};
+
+/// Record boundaries of the origin log the verification loop remembers (to start digest scans
+/// at a record near an arbitrary range start); the oldest are forgotten first.
+const MAX_KNOWN_BOUNDARIES: usize = 4096;
+
+/// What one outbound link keeps across its sessions.
+struct Link {
+    filter: Arc<DestinationFilter>,
+    verifier: Verifier,
+    /// "Verified up to" as last persisted.
+    persisted_verified: u64,
+    /// Positions known to start a record of the local log (acknowledged positions, positions
+    /// seen by digest scans).
+    boundaries: BTreeSet<u64>,
+    metrics: Arc<LinkMetrics>,
+}
+
+impl Link {
+    fn note_boundary(&mut self, position: u64) {
+        self.boundaries.insert(position);
+        while self.boundaries.len() > MAX_KNOWN_BOUNDARIES {
+            self.boundaries.pop_first();
+        }
+    }
+}
 
 /// Keeps one outbound link to `peer` up until the replicator shuts down.
-pub(super) async fn link_loop(shared: Arc<Shared>, peer: PeerConfig, seed: u64) {
+pub(super) async fn link_loop(
+    shared: Arc<Shared>,
+    peer: PeerConfig,
+    seed: u64,
+    metrics: Arc<LinkMetrics>,
+) {
+    let filter = shared
+        .config
+        .destination_filters
+        .get(&peer.region)
+        .cloned()
+        .unwrap_or_default();
+    let storage = Arc::clone(&shared.storage);
+    let region = peer.region.clone();
+    let verified = match tokio::task::spawn_blocking(move || {
+        super::load_verified(&storage, &region)
+    })
+    .await
+    {
+        Ok(Ok(position)) => position,
+        Ok(Err(error)) => {
+            tracing::warn!(peer = %peer.region, %error, "cannot read the link's verified position; verifying from the start");
+            0
+        }
+        Err(error) => {
+            tracing::warn!(peer = %peer.region, %error, "cannot read the link's verified position; verifying from the start");
+            0
+        }
+    };
+    metrics.verified_up_to.store(verified, Ordering::Relaxed);
+    let mut link = Link {
+        filter: Arc::new(filter),
+        verifier: Verifier::new(shared.config.verify, verified),
+        persisted_verified: verified,
+        boundaries: BTreeSet::new(),
+        metrics,
+    };
+    let mut attempts = 0u64;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut backoff = Backoff::new(
         shared.config.reconnect_base_delay_ms,
@@ -29,8 +97,14 @@ pub(super) async fn link_loop(shared: Arc<Shared>, peer: PeerConfig, seed: u64) 
         if *shutdown.borrow() {
             return;
         }
+        if attempts > 0 {
+            link.metrics
+                .reconnects_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        attempts += 1;
         let link_id: u64 = rng.random();
-        match session(&shared, &peer, link_id, &mut backoff).await {
+        match session(&shared, &peer, link_id, &mut backoff, &mut link).await {
             Ok(()) => {
                 tracing::info!(peer = %peer.region, link_id, "outbound link session ended");
             }
@@ -39,9 +113,12 @@ pub(super) async fn link_loop(shared: Arc<Shared>, peer: PeerConfig, seed: u64) 
                     .stats
                     .outbound_failures
                     .fetch_add(1, Ordering::Relaxed);
+                *shared.stats.last_outbound_error.lock() = Some(error.to_string());
                 tracing::info!(peer = %peer.region, link_id, %error, "outbound link session failed");
             }
         }
+        link.verifier.on_session_end();
+        link.metrics.lag_messages.store(0, Ordering::Relaxed);
         let delay = Duration::from_millis(backoff.next_delay_ms());
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
@@ -55,6 +132,7 @@ async fn session(
     peer: &PeerConfig,
     link_id: u64,
     backoff: &mut Backoff,
+    link: &mut Link,
 ) -> Result<(), ReplicatorError> {
     let config = &shared.config.sender;
     let connecting = shared
@@ -101,25 +179,18 @@ async fn session(
         end,
         0,
     );
-    // Origin position up to which the peer's copy matched this log's digest in this session.
-    let mut verified_through = 0u64;
     let verify_every = shared.config.verify_interval_ms.map(Duration::from_millis);
     let mut next_verify = verify_every.map(|every| epoch + every);
     let result = loop {
-        match drive(
-            shared,
-            &mut sender,
-            &mut send,
-            backoff,
-            epoch,
-            &mut verified_through,
-        )
-        .await
-        {
+        match drive(shared, &mut sender, &mut send, backoff, epoch, link).await {
             Ok(true) => {}
             Ok(false) => break Ok(()),
             Err(error) => break Err(error),
         }
+        update_lag(shared, &sender, &link.metrics);
+        shared
+            .peer_acks
+            .publish(&peer.region, sender.acked_through());
         let deadline = sender
             .next_timer_ms()
             .map(|at| epoch + Duration::from_millis(at));
@@ -138,17 +209,13 @@ async fn session(
             },
             _ = sleep_until(deadline) => sender.on_timer(now_ms(epoch)),
             _ = sleep_until(next_verify) => {
-                // Ask for the digest of what the peer acknowledged since the last match.
-                let acked = sender.acked_through();
-                if acked > verified_through {
-                    sender.request_digest(verified_through, acked, now_ms(epoch));
-                }
+                request_verification(shared, &mut sender, link, epoch);
                 next_verify = verify_every.map(|every| tokio::time::Instant::now() + every);
             }
             _ = shutdown.wait_for(|stop| *stop) => sender.shutdown(now_ms(epoch)),
         }
     };
-    let _ = send.finish();
+    super::finish_and_linger(&mut send).await;
     reader.abort();
     connection.close(0u32.into(), b"session over");
     result
@@ -161,17 +228,26 @@ async fn drive(
     send: &mut quinn::SendStream,
     backoff: &mut Backoff,
     epoch: tokio::time::Instant,
-    verified_through: &mut u64,
+    link: &mut Link,
 ) -> Result<bool, ReplicatorError> {
     let limits = shared.config.sender.limits;
     while let Some(action) = sender.poll_action() {
         match action {
             SenderAction::Send(frame) => {
                 if let crate::link::Frame::Batch { entries, .. } = &frame {
+                    let count = entries.len() as u64;
+                    let bytes: u64 = entries.iter().map(|entry| entry.wire_len() as u64).sum();
                     shared
                         .stats
                         .sent_records
-                        .fetch_add(entries.len() as u64, Ordering::Relaxed);
+                        .fetch_add(count, Ordering::Relaxed);
+                    let metrics = &link.metrics;
+                    metrics
+                        .shipped_messages_total
+                        .fetch_add(count, Ordering::Relaxed);
+                    metrics
+                        .shipped_bytes_total
+                        .fetch_add(bytes, Ordering::Relaxed);
                 }
                 write_frame(send, &frame, &limits).await?;
                 if sender.is_closed() && matches!(frame, crate::link::Frame::Refuse { .. }) {
@@ -184,8 +260,9 @@ async fn drive(
                 max_bytes,
             } => {
                 let storage = Arc::clone(&shared.storage);
+                let filter = Arc::clone(&link.filter);
                 let read = tokio::task::spawn_blocking(move || {
-                    read_records(&storage, from, max_entries, max_bytes)
+                    read_records(&storage, &filter, from, max_entries, max_bytes)
                 })
                 .await??;
                 match read {
@@ -207,33 +284,121 @@ async fn drive(
                 digest,
             } => {
                 let storage = Arc::clone(&shared.storage);
-                let local =
-                    tokio::task::spawn_blocking(move || origin_digest(&storage, start, end))
-                        .await??;
-                if (local.count(), local.value()) == (count, digest) {
-                    shared.stats.digests_matched.fetch_add(1, Ordering::Relaxed);
-                    if start == *verified_through {
-                        *verified_through = end;
-                    }
-                } else {
-                    shared
-                        .stats
-                        .digest_mismatches
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(
-                        origin = %origin_region, start, end,
-                        local_count = local.count(), replica_count = count,
-                        "replica range differs from the origin"
-                    );
+                let filter = Arc::clone(&link.filter);
+                let scan_from = link.boundaries.range(..=start).next_back().copied();
+                let scan = tokio::task::spawn_blocking(move || {
+                    origin_digest(&storage, &filter, scan_from, start, end)
+                })
+                .await??;
+                for boundary in scan.boundaries.into_iter().flatten() {
+                    link.note_boundary(boundary);
+                }
+                let local = scan.digest;
+                let verdict = link.verifier.on_answer(
+                    start,
+                    end,
+                    (local.count(), local.value()),
+                    (count, digest),
+                );
+                on_verdict(shared, link, &origin_region, verdict).await?;
+                if link.verifier.is_narrowing() {
+                    request_verification(shared, sender, link, epoch);
                 }
             }
             SenderAction::Close(failure) => {
+                // Our own shutdown closes without this action: every Close is a failure (an
+                // idle peer, a refusal), which the link loop counts and reports.
                 tracing::info!(%failure, "outbound link session closing");
-                return Ok(false);
+                return Err(failure.into());
             }
         }
     }
     Ok(!sender.is_closed())
+}
+
+/// Asks the peer for the digest of the next range the verifier wants compared.
+fn request_verification(
+    shared: &Shared,
+    sender: &mut Sender,
+    link: &mut Link,
+    epoch: tokio::time::Instant,
+) {
+    let acked = sender.acked_through();
+    // Acknowledged positions are batch ends, which are record boundaries.
+    link.note_boundary(acked);
+    let (log_start, _) = shared.storage.log_range();
+    if let Some((start, end)) = link.verifier.next_request(acked, log_start) {
+        sender.request_digest(start, end, now_ms(epoch));
+    }
+}
+
+/// Counts, logs and persists what a digest comparison showed.
+async fn on_verdict(
+    shared: &Shared,
+    link: &mut Link,
+    origin_region: &str,
+    verdict: Option<Verdict>,
+) -> Result<(), ReplicatorError> {
+    match verdict {
+        Some(Verdict::Matched) => {
+            shared.stats.digests_matched.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Verdict::Narrowing) | None => {}
+        Some(Verdict::Mismatch(mismatch)) => {
+            shared
+                .stats
+                .digest_mismatches
+                .fetch_add(1, Ordering::Relaxed);
+            link.metrics
+                .verify_mismatches_total
+                .fetch_add(1, Ordering::Relaxed);
+            *link.metrics.last_mismatch.lock() = Some(mismatch);
+            tracing::error!(
+                link = %link.metrics.link, origin = %origin_region,
+                start = mismatch.start, end = mismatch.end,
+                origin_count = mismatch.origin_count, replica_count = mismatch.replica_count,
+                "replica range differs from the origin"
+            );
+        }
+    }
+    let verified = link.verifier.verified_up_to();
+    link.metrics
+        .verified_up_to
+        .store(verified, Ordering::Relaxed);
+    if verified != link.persisted_verified {
+        let storage = Arc::clone(&shared.storage);
+        let destination = link
+            .metrics
+            .link
+            .rsplit("->")
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        tokio::task::spawn_blocking(move || {
+            super::store_verified(&storage, &destination, verified)
+        })
+        .await??;
+        link.persisted_verified = verified;
+    }
+    Ok(())
+}
+
+/// Updates the link's lag figures from the sender's state.
+fn update_lag(shared: &Shared, sender: &Sender, metrics: &LinkMetrics) {
+    let (_, visible_end) = shared.storage.log_range();
+    metrics.lag_bytes.store(
+        visible_end.saturating_sub(sender.acked_through()),
+        Ordering::Relaxed,
+    );
+    let (_, entries) = sender.in_flight();
+    metrics.lag_messages.store(entries, Ordering::Relaxed);
+    let lag_ms = sender.oldest_unacked_hlc().map_or(0, |hlc| {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        now_ms.saturating_sub(hlc_physical_ms(hlc))
+    });
+    metrics.lag_ms.store(lag_ms, Ordering::Relaxed);
 }
 
 enum Read {
@@ -245,6 +410,7 @@ enum Read {
 /// retained record; any other position below it was removed by retention.
 fn read_records(
     storage: &Storage,
+    filter: &DestinationFilter,
     from: u64,
     max_entries: usize,
     max_bytes: usize,
@@ -261,6 +427,11 @@ fn read_records(
         .map_or(from, |(position, len, _)| position + u64::from(*len));
     let mut records = Vec::with_capacity(read.len());
     for (position, _, record) in read {
+        // Selective replication: a record the destination must not receive is left out; the
+        // batch range still covers it, so the receiver's progress moves past it.
+        if record.origin.region == storage.region() && !filter.ships(&record) {
+            continue;
+        }
         records.push(LogRecord {
             origin_region: record.origin.region.clone(),
             entry: Entry {
@@ -274,11 +445,29 @@ fn read_records(
     Ok(Read::Records { next, records })
 }
 
-/// The digest of this region's own records in `[start, end)` of its log.
-fn origin_digest(storage: &Storage, start: u64, end: u64) -> Result<RangeDigest, ReplicatorError> {
+/// What a digest scan of the local log found.
+struct OriginScan {
+    digest: RangeDigest,
+    /// Starts of the last records at or before the range's midpoint and end: where scans of
+    /// the halves (if the range mismatches) and of the next range can begin.
+    boundaries: [Option<u64>; 2],
+}
+
+/// The digest of this region's own records in `[start, end)` of its log that the link ships,
+/// scanning from `scan_from` (a known record boundary at or before `start`; the log's start
+/// if none is known).
+fn origin_digest(
+    storage: &Storage,
+    filter: &DestinationFilter,
+    scan_from: Option<u64>,
+    start: u64,
+    end: u64,
+) -> Result<OriginScan, ReplicatorError> {
     let mut digest = RangeDigest::new();
     let (log_start, _) = storage.log_range();
-    let mut at = start.max(log_start);
+    let mid = start + (end - start) / 2;
+    let mut boundaries = [None, None];
+    let mut at = scan_from.unwrap_or(log_start).max(log_start);
     while at < end {
         let records = storage.read_log(at, usize::MAX, 4 << 20)?;
         let Some((last, len, _)) = records.last() else {
@@ -286,10 +475,19 @@ fn origin_digest(storage: &Storage, start: u64, end: u64) -> Result<RangeDigest,
         };
         at = last + u64::from(*len);
         for (position, _, record) in &records {
-            if *position < end && record.origin.region == storage.region() {
+            if *position <= mid {
+                boundaries[0] = Some(*position);
+            }
+            if *position <= end {
+                boundaries[1] = Some(*position);
+            }
+            if (start..end).contains(position)
+                && record.origin.region == storage.region()
+                && filter.ships(record)
+            {
                 digest.add_record(record);
             }
         }
     }
-    Ok(digest)
+    Ok(OriginScan { digest, boundaries })
 }

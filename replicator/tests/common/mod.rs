@@ -113,6 +113,8 @@ impl Cell {
         // Small batches and window so that a few hundred records take many round trips.
         config.sender.max_batch_entries = 64;
         config.verify_interval_ms = Some(200);
+        // Small index stride so that digest scans are narrowed even in short tests.
+        config.replica_index_stride_bytes = 4 << 10;
         config.receiver.window_entries = 256;
         config.receiver.window_bytes = 256 << 10;
         config

@@ -1,22 +1,32 @@
 //! `meridian dev`: the embedded dev fabric on one machine.
 //!
 //! Every region of the dev fabric (`us-east`, `eu-west`, `ap-south` on 127.0.0.1, .2, .3; see
-//! `topology/src/dev.toml`) runs a cell: its storage, its broker and its RocketMQ 5 gRPC endpoint,
-//! so that the official RocketMQ clients can produce and consume against any region. Demo topics
-//! and groups are created in each cell; `--topic` and `--group` add more. Meta, replication
-//! between the regions and routing join as those layers land.
+//! `topology/src/dev.toml`) runs a cell: its storage, its broker and its RocketMQ 5 gRPC endpoint
+//! (with Meridian's admin API on the same port), so that the official RocketMQ clients can
+//! produce and consume against any region; and a replicator on the region's `replication` UDP
+//! endpoint with a QUIC link to every other region (full mesh, mutual TLS with certificates
+//! under `DATA_DIR/pki/`), so a message sent in one region becomes receivable in the others.
+//! Unknown topics and consumer groups are created on first use (NORMAL, 4 queues) unless
+//! `--no-auto-create-topics` is given. Demo topics and groups are created in each cell;
+//! `--topic` and `--group` add more. `DATA_DIR/endpoints.json` lists every endpoint; a line
+//! `ready` is printed once every region serves. Ctrl-C or SIGTERM stops it cleanly. Meta and
+//! routing join as those layers land; the inter-region links run without added latency.
+
+mod metrics;
+mod pki;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use meridian_cell::Hlc;
-use meridian_cell::grpc::{GrpcConfig, serve as serve_grpc};
+use meridian_cell::grpc::{AdminConfig, GrpcConfig, ReplicationStatusSource, serve as serve_grpc};
 use meridian_cell::messaging::{Broker, BrokerConfig, GroupConfig, SystemClock, TopicMessageType};
 use meridian_cell::storage::{Durability, Storage, StorageConfig};
+use meridian_pki::NodeIdentity;
+use meridian_replicator::quic::{PeerConfig, Replicator, ReplicatorConfig};
 use meridian_topology::{CellConfig, FabricConfig, RegionConfig};
 use tokio::sync::watch;
 
@@ -49,6 +59,10 @@ pub(crate) struct DevArgs {
     /// Extra consumer group in every cell, as NAME or NAME:fifo (repeatable).
     #[arg(long = "group", value_parser = parse_group)]
     groups: Vec<(String, bool)>,
+    /// Refuse unknown topics and consumer groups instead of creating them (NORMAL, 4 queues)
+    /// on first use; create them with `meridian topic create` / `meridian group create`.
+    #[arg(long)]
+    no_auto_create_topics: bool,
 }
 
 fn parse_topic(text: &str) -> Result<(String, TopicMessageType, u32), String> {
@@ -107,6 +121,7 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
 struct RegionCell {
     name: String,
     storage: Arc<Storage>,
+    replicator: Arc<Replicator>,
     grpc: tokio::task::JoinHandle<()>,
     metrics: tokio::task::JoinHandle<()>,
 }
@@ -118,16 +133,45 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         .context("the embedded dev fabric configuration")?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    let regions = &fabric.config().regions;
+    let mut hosts = Vec::with_capacity(regions.len());
+    for region in regions {
+        let addr = endpoint_addr(&region.replication, "replication", region)?;
+        hosts.push(pki::RegionHost {
+            name: region.name.as_str().to_string(),
+            ip: addr.ip(),
+        });
+    }
+    let (identities, generated) = pki::identities(&args.data_dir, &hosts)?;
+    println!(
+        "  replication certificates {} {}",
+        if generated {
+            "issued into"
+        } else {
+            "loaded from"
+        },
+        args.data_dir.join("pki").display()
+    );
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut cells = Vec::new();
     let mut endpoints = serde_json::Map::new();
-    for region in &fabric.config().regions {
-        let cell = start_region(region, &fabric.config().cell, &args, shutdown_rx.clone()).await?;
+    for (region, identity) in regions.iter().zip(&identities) {
+        let cell = start_region(
+            region,
+            regions,
+            identity,
+            &fabric.config().cell,
+            &args,
+            shutdown_rx.clone(),
+        )
+        .await?;
         endpoints.insert(
             cell.name.clone(),
             serde_json::json!({
                 "grpc": region.grpc.to_string(),
+                "admin": region.grpc.to_string(),
                 "metrics": format!("http://{}/metrics", region.metrics),
+                "replication": region.replication.to_string(),
                 "data_dir": region_dir(region, &args.data_dir),
             }),
         );
@@ -139,25 +183,25 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         serde_json::to_vec_pretty(&serde_json::Value::Object(endpoints))?,
     )
     .with_context(|| format!("writing {}", endpoints_path.display()))?;
-    let topics: Vec<String> = DEMO_TOPICS
-        .iter()
-        .map(|(name, _)| name.to_string())
-        .chain(args.topics.iter().map(|(name, _, _)| name.clone()))
-        .collect();
-    let groups: Vec<String> = DEMO_GROUPS
-        .iter()
-        .map(|(name, _)| name.to_string())
-        .chain(args.groups.iter().map(|(name, _)| name.clone()))
-        .collect();
-    println!("  topics in every region: {}", topics.join(", "));
-    println!("  consumer groups in every region: {}", groups.join(", "));
-    println!("  endpoints written to {}", endpoints_path.display());
+    print_summary(&args, regions, &endpoints_path);
     println!("ready");
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    wait_for_stop().await?;
     println!("stopping");
     let _ = shutdown.send(true);
+    // All at once: a replicator that stops first would otherwise see its peers reconnect to
+    // it until their own turn came.
+    let stopping: Vec<_> = cells
+        .iter()
+        .map(|cell| {
+            let replicator = Arc::clone(&cell.replicator);
+            tokio::spawn(async move { replicator.shutdown().await })
+        })
+        .collect();
+    for stop in stopping {
+        if let Err(error) = stop.await {
+            tracing::warn!(%error, "a replicator's shutdown task failed");
+        }
+    }
     for cell in cells {
         // The gRPC server drains on the shutdown signal; bound the wait.
         if tokio::time::timeout(Duration::from_secs(5), cell.grpc)
@@ -172,6 +216,62 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
             .with_context(|| format!("closing the storage of region {}", cell.name))?;
     }
     Ok(())
+}
+
+/// Waits for Ctrl-C or SIGTERM (what process managers and test harnesses send).
+async fn wait_for_stop() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C"),
+        _ = terminate.recv() => Ok(()),
+    }
+}
+
+fn print_summary(args: &DevArgs, regions: &[RegionConfig], endpoints_path: &Path) {
+    let topics: Vec<String> = DEMO_TOPICS
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .chain(args.topics.iter().map(|(name, _, _)| name.clone()))
+        .collect();
+    let groups: Vec<String> = DEMO_GROUPS
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .chain(args.groups.iter().map(|(name, _)| name.clone()))
+        .collect();
+    println!("  topics in every region: {}", topics.join(", "));
+    println!("  consumer groups in every region: {}", groups.join(", "));
+    if args.no_auto_create_topics {
+        println!("  unknown topics and groups are refused (--no-auto-create-topics)");
+    } else {
+        println!(
+            "  unknown topics are created on first use as NORMAL with {DEMO_QUEUES} queues, \
+             unknown consumer groups likewise (--no-auto-create-topics turns this off)"
+        );
+    }
+    println!("  endpoints written to {}", endpoints_path.display());
+    if let [first, second, ..] = regions {
+        println!(
+            "  try it: send in {} and receive in {} with the official Python client:",
+            first.name.as_str(),
+            second.name.as_str()
+        );
+        println!(
+            "    ~/.cache/meridian-venv/bin/python conformance/python/send_receive.py \
+             --endpoint {} --topic demo-normal --group demo-group --mode produce",
+            first.grpc
+        );
+        println!(
+            "    ~/.cache/meridian-venv/bin/python conformance/python/send_receive.py \
+             --endpoint {} --topic demo-normal --group demo-group --mode consume",
+            second.grpc
+        );
+        println!(
+            "  or with the CLI: meridian send --endpoint {} --topic orders --body hello; \
+             meridian receive --endpoint {} --topic orders --group g1",
+            first.grpc, second.grpc
+        );
+    }
 }
 
 fn region_dir(region: &RegionConfig, base: &Path) -> PathBuf {
@@ -202,13 +302,12 @@ fn storage_config(
     Ok(config)
 }
 
-async fn start_region(
+fn open_broker(
     region: &RegionConfig,
     cell: &CellConfig,
     args: &DevArgs,
-    shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<RegionCell> {
-    let name = region.name.as_str().to_string();
+) -> anyhow::Result<(Arc<Storage>, Arc<Broker>, Durability, PathBuf)> {
+    let name = region.name.as_str();
     let config = storage_config(region, cell, args)?;
     let durability = config.durability;
     let dir = config.dir.clone();
@@ -241,15 +340,74 @@ async fn start_region(
             .create_group(GroupConfig::new(group.clone(), fifo))
             .with_context(|| format!("creating consumer group {group} in {name}"))?;
     }
-    tokio::spawn(Arc::clone(&broker).run(shutdown.clone()));
+    Ok((storage, broker, durability, dir))
+}
 
-    let grpc_addr = socket_addr(region.grpc.host(), region.grpc.port(), "grpc", &name)?;
+/// Starts the replicator of `region`: it listens on the region's `replication` endpoint and
+/// links to every other region of the fabric (links retry with backoff until peers are up).
+fn start_replicator(
+    region: &RegionConfig,
+    all: &[RegionConfig],
+    identity: &NodeIdentity,
+    storage: &Arc<Storage>,
+) -> anyhow::Result<Arc<Replicator>> {
+    let name = region.name.as_str();
+    let listen = endpoint_addr(&region.replication, "replication", region)?;
+    let mut config = ReplicatorConfig::with_identity(name, listen, identity)
+        .with_context(|| format!("the replication TLS configuration of {name}"))?;
+    for peer in all.iter().filter(|peer| peer.name != region.name) {
+        config.peers.push(PeerConfig {
+            region: peer.name.as_str().to_string(),
+            addr: endpoint_addr(&peer.replication, "replication", peer)?,
+            server_name: peer.name.as_str().to_string(),
+        });
+    }
+    let replicator = Replicator::start(config, Arc::clone(storage)).with_context(|| {
+        format!(
+            "starting the replicator of {name} on UDP {listen} (is another `meridian dev` running?)"
+        )
+    })?;
+    Ok(Arc::new(replicator))
+}
+
+async fn start_region(
+    region: &RegionConfig,
+    all: &[RegionConfig],
+    identity: &NodeIdentity,
+    cell: &CellConfig,
+    args: &DevArgs,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<RegionCell> {
+    let name = region.name.as_str().to_string();
+    let (storage, broker, durability, dir) = open_broker(region, cell, args)?;
+    tokio::spawn(Arc::clone(&broker).run(shutdown.clone()));
+    let replicator = start_replicator(region, all, identity, &storage)?;
+    let region_metrics = metrics::RegionMetrics {
+        region: name.clone(),
+        storage: Arc::clone(&storage),
+        broker: Arc::clone(&broker),
+        replicator: Arc::clone(&replicator),
+        origins: all
+            .iter()
+            .filter(|other| other.name != region.name)
+            .map(|other| other.name.as_str().to_string())
+            .collect(),
+    };
+
+    let grpc_addr = endpoint_addr(&region.grpc, "grpc", region)?;
     let listener = tokio::net::TcpListener::bind(grpc_addr)
         .await
         .with_context(|| format!("binding the gRPC endpoint {grpc_addr} of {name}"))?;
+    let status_source = region_metrics.clone();
     let grpc_config = GrpcConfig {
         advertised_endpoint: Some(grpc_addr),
         broker_name: format!("{name}-cell"),
+        auto_create_topics: (!args.no_auto_create_topics).then_some(DEMO_QUEUES),
+        admin: Some(AdminConfig {
+            replication_status: Some(ReplicationStatusSource(Arc::new(move || {
+                status_source.replication_status()
+            }))),
+        }),
         ..GrpcConfig::default()
     };
     let grpc_broker = Arc::clone(&broker);
@@ -260,25 +418,16 @@ async fn start_region(
         }
     });
 
-    let metrics_addr = socket_addr(
-        region.metrics.host(),
-        region.metrics.port(),
-        "metrics",
-        &name,
-    )?;
+    let metrics_addr = endpoint_addr(&region.metrics, "metrics", region)?;
     let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
         .await
         .with_context(|| format!("binding the metrics endpoint {metrics_addr} of {name}"))?;
-    let metrics = tokio::spawn(serve_metrics(
-        metrics_listener,
-        Arc::clone(&storage),
-        Arc::clone(&broker),
-        name.clone(),
-    ));
+    let metrics = tokio::spawn(metrics::serve(metrics_listener, region_metrics));
     let report = storage.recovery_report();
     println!(
-        "region {name}: RocketMQ gRPC {grpc_addr}, metrics http://{metrics_addr}/metrics, \
-         {durability} durability, data {} (recovered in {} ms, re-indexed {} records)",
+        "region {name}: RocketMQ and admin gRPC {grpc_addr}, metrics http://{metrics_addr}/metrics, \
+         replication UDP {}, {durability} durability, data {} (recovered in {} ms, re-indexed {} records)",
+        region.replication,
         dir.display(),
         report.duration.as_millis(),
         report.reindexed_records
@@ -286,106 +435,25 @@ async fn start_region(
     Ok(RegionCell {
         name,
         storage,
+        replicator,
         grpc,
         metrics,
     })
 }
 
-fn socket_addr(host: &str, port: u16, what: &str, region: &str) -> anyhow::Result<SocketAddr> {
+fn endpoint_addr(
+    endpoint: &meridian_topology::Endpoint,
+    what: &str,
+    region: &RegionConfig,
+) -> anyhow::Result<SocketAddr> {
+    let host = endpoint.host();
     match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => Ok(SocketAddr::new(ip, port)),
-        Err(_) => bail!("region {region}: the {what} host {host:?} must be an IP address in dev"),
+        Ok(ip) => Ok(SocketAddr::new(ip, endpoint.port())),
+        Err(_) => bail!(
+            "region {}: the {what} host {host:?} must be an IP address in dev",
+            region.name.as_str()
+        ),
     }
-}
-
-/// Serves `GET /metrics` in the Prometheus text format.
-async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    storage: Arc<Storage>,
-    broker: Arc<Broker>,
-    region: String,
-) {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let storage = Arc::clone(&storage);
-            let broker = Arc::clone(&broker);
-            let region = region.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    render_metrics(&storage, &broker, &region),
-                )
-            }
-        }),
-    );
-    if let Err(error) = axum::serve(listener, app).await {
-        tracing::error!(%error, "metrics endpoint stopped");
-    }
-}
-
-fn render_metrics(storage: &Storage, broker: &Broker, region: &str) -> String {
-    let counters = storage.counters();
-    let (start, end) = storage.log_range();
-    let mut out = String::new();
-    for (name, kind, help, value) in [
-        (
-            "meridian_storage_appended_records_total",
-            "counter",
-            "Records appended to the commit log.",
-            counters.appended_records.load(Ordering::Relaxed),
-        ),
-        (
-            "meridian_storage_appended_bytes_total",
-            "counter",
-            "Bytes appended to the commit log.",
-            counters.appended_bytes.load(Ordering::Relaxed),
-        ),
-        (
-            "meridian_storage_fsync_total",
-            "counter",
-            "fsync calls on segment files.",
-            counters.fsync_calls.load(Ordering::Relaxed),
-        ),
-        (
-            "meridian_storage_write_calls_total",
-            "counter",
-            "write calls on segment files.",
-            counters.write_calls.load(Ordering::Relaxed),
-        ),
-        (
-            "meridian_storage_log_bytes",
-            "gauge",
-            "Bytes retained in the commit log.",
-            end - start,
-        ),
-        (
-            "meridian_broker_waiting_polls",
-            "gauge",
-            "Receives and pulls waiting in a long poll.",
-            broker.waiting_polls(),
-        ),
-        (
-            "meridian_broker_pending_timers",
-            "gauge",
-            "Delay messages waiting for their delivery time.",
-            broker.pending_timers() as u64,
-        ),
-        (
-            "meridian_broker_open_transactions",
-            "gauge",
-            "Half messages waiting for commit or rollback.",
-            broker.open_transactions() as u64,
-        ),
-    ] {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{region=\"{region}\"}} {value}\n"
-        ));
-    }
-    out
 }
 
 #[cfg(test)]

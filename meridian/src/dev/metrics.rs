@@ -1,0 +1,194 @@
+//! The Prometheus endpoint of each dev region (`GET /metrics`, text format 0.0.4): storage and
+//! broker gauges of the region's cell, and its replicator's link counters
+//! (`meridian_replication_*`) with the position applied from each origin region.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use meridian_cell::grpc::ReplicationStatus;
+use meridian_cell::messaging::Broker;
+use meridian_cell::storage::Storage;
+use meridian_replicator::quic::{LinkStats, Replicator, load_checkpoint};
+
+/// What one region's metrics endpoint reads.
+#[derive(Clone)]
+pub(crate) struct RegionMetrics {
+    pub(crate) region: String,
+    pub(crate) storage: Arc<Storage>,
+    pub(crate) broker: Arc<Broker>,
+    pub(crate) replicator: Arc<Replicator>,
+    /// The other regions, whose records this one receives.
+    pub(crate) origins: Vec<String>,
+}
+
+/// The replicator's counters, by name without the metric prefix.
+pub(crate) fn link_counters(stats: &LinkStats) -> Vec<(&'static str, &'static str, u64)> {
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    vec![
+        (
+            "applied_records",
+            "Records appended from inbound links.",
+            load(&stats.applied_records),
+        ),
+        (
+            "duplicates_dropped",
+            "Received records dropped because their message id was already stored.",
+            load(&stats.duplicates_dropped),
+        ),
+        (
+            "sent_records",
+            "Entries sent on outbound links.",
+            load(&stats.sent_records),
+        ),
+        (
+            "inbound_sessions",
+            "Inbound link sessions that reached streaming.",
+            load(&stats.inbound_sessions),
+        ),
+        (
+            "outbound_sessions",
+            "Outbound link sessions started.",
+            load(&stats.outbound_sessions),
+        ),
+        (
+            "outbound_failures",
+            "Outbound connection attempts or sessions that failed.",
+            load(&stats.outbound_failures),
+        ),
+    ]
+}
+
+impl RegionMetrics {
+    /// Replication progress for the admin API's RegionStatus.
+    pub(crate) fn replication_status(&self) -> ReplicationStatus {
+        ReplicationStatus {
+            origins: self.applied_through(),
+            counters: link_counters(self.replicator.stats())
+                .into_iter()
+                .map(|(name, _, value)| (name.to_string(), value))
+                .collect(),
+        }
+    }
+
+    /// Position of each origin's log this region holds; an unreadable checkpoint is left out
+    /// (and logged) rather than failing the whole report.
+    fn applied_through(&self) -> Vec<(String, u64)> {
+        self.origins
+            .iter()
+            .filter_map(|origin| match load_checkpoint(&self.storage, origin) {
+                Ok(position) => Some((origin.clone(), position)),
+                Err(error) => {
+                    tracing::warn!(%origin, %error, "replication checkpoint unreadable");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn render(&self) -> String {
+        let storage = &self.storage;
+        let broker = &self.broker;
+        let region = &self.region;
+        let counters = storage.counters();
+        let (start, end) = storage.log_range();
+        let mut out = String::new();
+        for (name, kind, help, value) in [
+            (
+                "meridian_storage_appended_records_total",
+                "counter",
+                "Records appended to the commit log.",
+                counters.appended_records.load(Ordering::Relaxed),
+            ),
+            (
+                "meridian_storage_appended_bytes_total",
+                "counter",
+                "Bytes appended to the commit log.",
+                counters.appended_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "meridian_storage_fsync_total",
+                "counter",
+                "fsync calls on segment files.",
+                counters.fsync_calls.load(Ordering::Relaxed),
+            ),
+            (
+                "meridian_storage_write_calls_total",
+                "counter",
+                "write calls on segment files.",
+                counters.write_calls.load(Ordering::Relaxed),
+            ),
+            (
+                "meridian_storage_log_bytes",
+                "gauge",
+                "Bytes retained in the commit log.",
+                end - start,
+            ),
+            (
+                "meridian_storage_log_end_position",
+                "gauge",
+                "Log position the next record gets.",
+                end,
+            ),
+            (
+                "meridian_broker_waiting_polls",
+                "gauge",
+                "Receives and pulls waiting in a long poll.",
+                broker.waiting_polls(),
+            ),
+            (
+                "meridian_broker_pending_timers",
+                "gauge",
+                "Delay messages waiting for their delivery time.",
+                broker.pending_timers() as u64,
+            ),
+            (
+                "meridian_broker_open_transactions",
+                "gauge",
+                "Half messages waiting for commit or rollback.",
+                broker.open_transactions() as u64,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{region=\"{region}\"}} {value}\n"
+            ));
+        }
+        for (name, help, value) in link_counters(self.replicator.stats()) {
+            let name = format!("meridian_replication_{name}_total");
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{region=\"{region}\"}} {value}\n"
+            ));
+        }
+        let name = "meridian_replication_applied_through_position";
+        out.push_str(&format!(
+            "# HELP {name} Position of the origin region's log this region holds.\n# TYPE {name} gauge\n"
+        ));
+        for (origin, position) in self.applied_through() {
+            out.push_str(&format!(
+                "{name}{{region=\"{region}\",origin=\"{origin}\"}} {position}\n"
+            ));
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` until the task is aborted.
+pub(crate) async fn serve(listener: tokio::net::TcpListener, metrics: RegionMetrics) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    if let Err(error) = axum::serve(listener, app).await {
+        tracing::error!(%error, "metrics endpoint stopped");
+    }
+}
