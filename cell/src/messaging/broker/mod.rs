@@ -152,6 +152,10 @@ pub struct Broker {
     /// the checkpoint wait for the fsync, so that a power loss cannot keep the marker and lose
     /// the released copy.
     releases_awaiting_fsync: Mutex<std::collections::VecDeque<(u64, Vec<u64>)>>,
+    /// The timer topic's restart checkpoint as stored.
+    timer_checkpoint: Mutex<timers::Checkpoint>,
+    /// The half topic's restart checkpoint as stored.
+    txn_checkpoint: Mutex<timers::Checkpoint>,
     txns: Mutex<TransactionTable>,
     txn_sends_in_progress: AtomicU64,
     /// Wakes the background loop when a timer or transaction is added.
@@ -213,6 +217,8 @@ impl Broker {
             timers: Mutex::new(TimerWheel::default()),
             timer_sends_in_progress: AtomicU64::new(0),
             releases_awaiting_fsync: Mutex::new(std::collections::VecDeque::new()),
+            timer_checkpoint: Mutex::new(timers::Checkpoint::default()),
+            txn_checkpoint: Mutex::new(timers::Checkpoint::default()),
             txns: Mutex::new(TransactionTable::default()),
             txn_sends_in_progress: AtomicU64::new(0),
             background_wake: Notify::new(),

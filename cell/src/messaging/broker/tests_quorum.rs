@@ -60,6 +60,8 @@ async fn sync_quorum_sends_wait_for_the_quorum_past_their_records() {
         2,
         "only the sync-quorum topic waits: {asked:?}"
     );
+    // Appends return before the indexer makes them findable by id.
+    super::tests::wait_queue_next(&broker, "payments", 0, 2).await;
     let (p1_position, _) = broker.storage().read_by_id("p1").unwrap().unwrap();
     let (p2_position, _) = broker.storage().read_by_id("p2").unwrap().unwrap();
     assert!(

@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
+use parking_lot::Mutex;
+
 use crate::messaging::error::MessagingError;
 use crate::messaging::message::{
     PROP_REAL_QUEUE, PROP_REAL_TOPIC, PROP_RELEASED_FROM, PROP_TXN_CHECK_DELAY_MS,
@@ -21,6 +23,18 @@ use crate::storage::{CF_CONSUMER_OFFSETS, NewRecord, Record};
 use super::Broker;
 use super::keys::{TIMER_DONE_PREFIX, TIMER_FLOOR_KEY, decode_u64, done_key};
 use super::trace::TraceKind;
+
+/// Internal-topic offsets the restart checkpoint moves between two removals of the done
+/// markers below it.
+const MARKER_CLEAR_STRIDE: u64 = 65_536;
+
+/// A restart checkpoint as this process knows it: the stored value, and below which the done
+/// markers are removed.
+#[derive(Debug, Default)]
+pub(super) struct Checkpoint {
+    pub(super) stored: u64,
+    pub(super) markers_cleared_below: u64,
+}
 
 /// Records read per step while rebuilding timers or transactions at start.
 const RESCAN_BATCH_MESSAGES: usize = 1024;
@@ -136,19 +150,20 @@ impl Broker {
         Ok(())
     }
 
-    /// Moves a restart checkpoint from `stored` up to `floor` and drops the done markers below
-    /// it, which no restart reads again. Neither write waits for an fsync: a checkpoint lost to
-    /// a power loss only makes the next start rescan more, the markers and stamps tell it what
-    /// is done, and the WAL replays in order, so the markers cannot be gone while the older
-    /// checkpoint is back.
+    /// Moves a restart checkpoint up to `floor` and, every [`MARKER_CLEAR_STRIDE`] offsets,
+    /// drops the done markers below it, which no restart reads again. Neither write waits for
+    /// an fsync: a checkpoint lost to a power loss only makes the next start rescan more, the
+    /// markers and stamps tell it what is done, and the WAL replays in order, so the markers
+    /// cannot be gone while the older checkpoint is back.
     pub(super) fn store_floor(
         &self,
         floor_key: &[u8],
         done_prefix: &[u8],
-        stored: u64,
+        checkpoint: &Mutex<Checkpoint>,
         floor: u64,
     ) -> Result<(), MessagingError> {
-        if floor <= stored {
+        let mut checkpoint = checkpoint.lock();
+        if floor <= checkpoint.stored {
             return Ok(());
         }
         self.storage.put_states_unsynced(
@@ -156,11 +171,17 @@ impl Broker {
             &[(floor_key.to_vec(), floor.to_le_bytes().to_vec())],
         )?;
         self.progress_unsynced.store(true, Ordering::Release);
-        self.storage.delete_state_range_unsynced(
-            CF_CONSUMER_OFFSETS,
-            &done_key(done_prefix, 0),
-            &done_key(done_prefix, floor),
-        )?;
+        checkpoint.stored = floor;
+        // One range delete per stride, not per round: every range delete leaves a tombstone
+        // that later reads of the column family must step over until compaction.
+        if floor - checkpoint.markers_cleared_below >= MARKER_CLEAR_STRIDE {
+            self.storage.delete_state_range_unsynced(
+                CF_CONSUMER_OFFSETS,
+                &done_key(done_prefix, checkpoint.markers_cleared_below),
+                &done_key(done_prefix, floor),
+            )?;
+            checkpoint.markers_cleared_below = floor;
+        }
         Ok(())
     }
 
@@ -169,6 +190,7 @@ impl Broker {
             .get_state(TIMER_FLOOR_KEY)?
             .and_then(|bytes| decode_u64(&bytes))
             .unwrap_or(0);
+        self.timer_checkpoint.lock().stored = floor;
         let mut wheel = self.timers.lock();
         self.rescan_pending(TIMER_TOPIC, floor, TIMER_DONE_PREFIX, |record| {
             wheel.insert(record.delivery_timestamp_ms, record.queue_offset)
@@ -385,10 +407,11 @@ impl Broker {
                 .min()
                 .unwrap_or(visible_next)
         };
-        let stored = self
-            .get_state(TIMER_FLOOR_KEY)?
-            .and_then(|bytes| decode_u64(&bytes))
-            .unwrap_or(0);
-        self.store_floor(TIMER_FLOOR_KEY, TIMER_DONE_PREFIX, stored, floor)
+        self.store_floor(
+            TIMER_FLOOR_KEY,
+            TIMER_DONE_PREFIX,
+            &self.timer_checkpoint,
+            floor,
+        )
     }
 }

@@ -47,6 +47,7 @@ impl Broker {
             .get_state(TXN_FLOOR_KEY)?
             .and_then(|bytes| decode_u64(&bytes))
             .unwrap_or(0);
+        self.txn_checkpoint.lock().stored = floor;
         let mut found = Vec::new();
         self.rescan_pending(HALF_TOPIC, floor, TXN_DONE_PREFIX, |record| {
             found.push((
@@ -186,11 +187,7 @@ impl Broker {
             .lowest_open_offset()
             .unwrap_or(visible_next)
             .min(visible_next);
-        let stored = self
-            .get_state(TXN_FLOOR_KEY)?
-            .and_then(|bytes| decode_u64(&bytes))
-            .unwrap_or(0);
-        self.store_floor(TXN_FLOOR_KEY, TXN_DONE_PREFIX, stored, floor)
+        self.store_floor(TXN_FLOOR_KEY, TXN_DONE_PREFIX, &self.txn_checkpoint, floor)
     }
 
     /// A receiver of check-back requests, for the gRPC layer to forward to producers.
