@@ -405,12 +405,11 @@ fn transport(config: &ReplicatorConfig) -> Result<Arc<quinn::TransportConfig>, R
     // chooses, is what bounds the bytes in flight. quinn's defaults (about 1.25 MB per stream)
     // would cap a link at ~15 MB/s on an 80 ms round trip, below what inter-region links carry.
     let window_bytes = config.receiver.window_bytes.saturating_mul(2);
-    let window = quinn::VarInt::from_u64(window_bytes).map_err(|error| {
-        ReplicatorError::InvalidConfig {
+    let window =
+        quinn::VarInt::from_u64(window_bytes).map_err(|error| ReplicatorError::InvalidConfig {
             field: "receiver.window_bytes",
             reason: error.to_string(),
-        }
-    })?;
+        })?;
     transport.stream_receive_window(window);
     transport.receive_window(window);
     transport.send_window(window_bytes);
