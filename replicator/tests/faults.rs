@@ -20,7 +20,7 @@ const PER_REGION: usize = 6_700;
 const STEP: usize = 670;
 
 /// A fault test that runs longer than this is ended by its watchdog (see [`watchdog`]).
-const WATCHDOG_LIMIT: Duration = Duration::from_secs(240);
+const WATCHDOG_LIMIT: Duration = Duration::from_secs(150);
 
 /// Ends the process with a clear message if the test is still running after
 /// [`WATCHDOG_LIMIT`]. The waits inside the test have their own limits, but they run on the
@@ -33,9 +33,16 @@ fn watchdog() -> std::sync::mpsc::Sender<()> {
             finished.recv_timeout(WATCHDOG_LIMIT)
         {
             eprintln!(
-                "fault test still running after {} s: it hangs; ending the process",
+                "fault test still running after {} s: it hangs; every thread's stack follows \
+                 (when gdb is installed), then the process ends",
                 WATCHDOG_LIMIT.as_secs()
             );
+            // The stacks say where the runtime is stuck; without gdb this is skipped.
+            let _ = std::process::Command::new("gdb")
+                .args(["-p", &std::process::id().to_string(), "-batch", "-nx"])
+                .args(["-ex", "thread apply all bt 25"])
+                .stdin(std::process::Stdio::null())
+                .status();
             std::process::exit(101);
         }
     });
