@@ -367,24 +367,22 @@ impl Storage {
         key: &[u8],
         value: &[u8],
     ) -> Result<(), StorageError> {
-        let mut batch = rocksdb::WriteBatch::default();
-        batch.put_cf(self.shared.index.cf(family)?, key, value);
-        self.shared.index.write_unsynced(batch)
+        self.put_states_unsynced(family, [(key, value)])
     }
 
     /// Several [`Self::put_state_unsynced`] writes as one atomic WAL write.
-    pub fn put_states_unsynced(
+    pub fn put_states_unsynced<K: AsRef<[u8]>, V: AsRef<[u8]>>(
         &self,
         family: &'static str,
-        entries: &[(Vec<u8>, Vec<u8>)],
+        entries: impl IntoIterator<Item = (K, V)>,
     ) -> Result<(), StorageError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
         let cf = self.shared.index.cf(family)?;
         let mut batch = rocksdb::WriteBatch::default();
         for (key, value) in entries {
             batch.put_cf(cf, key, value);
+        }
+        if batch.is_empty() {
+            return Ok(());
         }
         self.shared.index.write_unsynced(batch)
     }

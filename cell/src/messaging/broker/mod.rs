@@ -259,8 +259,16 @@ impl Broker {
     /// Writes consumer progress: durable against a process crash at once, against a power loss
     /// within `consumer_state_sync_interval_ms` (see [`BrokerConfig`]).
     fn put_progress(&self, key: &[u8], value: &[u8]) -> Result<(), MessagingError> {
+        self.put_progress_many([(key, value)])
+    }
+
+    /// Several [`Self::put_progress`] writes as one atomic write.
+    fn put_progress_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &self,
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(), MessagingError> {
         self.storage
-            .put_state_unsynced(CF_CONSUMER_OFFSETS, key, value)?;
+            .put_states_unsynced(CF_CONSUMER_OFFSETS, entries)?;
         self.progress_unsynced.store(true, Ordering::Release);
         Ok(())
     }

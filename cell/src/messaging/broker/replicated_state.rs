@@ -38,7 +38,7 @@ use crate::error::StorageError;
 use crate::messaging::codec::{Reader, Writer};
 use crate::messaging::error::MessagingError;
 use crate::messaging::names::CONSUMER_STATE_TOPIC;
-use crate::storage::{CF_CONSUMER_OFFSETS, NewRecord, Record};
+use crate::storage::{NewRecord, Record};
 
 use super::keys::{decode_u64, offset_key};
 use super::{Broker, PopKey};
@@ -467,9 +467,9 @@ impl Broker {
             self.persist_slot(&group, &topic, queue_id, &mut slot)?;
         }
         if changed {
-            self.put_states(&[
-                (APPLIED_KEY.to_vec(), applier.next.to_le_bytes().to_vec()),
-                (WAITING_KEY.to_vec(), encode_waiting(&applier.waiting)),
+            self.put_progress_many([
+                (APPLIED_KEY, applier.next.to_le_bytes().to_vec()),
+                (WAITING_KEY, encode_waiting(&applier.waiting)),
             ])?;
             self.notify_consumers();
         }
@@ -544,13 +544,6 @@ impl Broker {
         }
         counters.applied.fetch_add(1, Ordering::Relaxed);
         Ok(true)
-    }
-
-    fn put_states(&self, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), MessagingError> {
-        self.storage
-            .put_states_unsynced(CF_CONSUMER_OFFSETS, entries)?;
-        self.progress_unsynced.store(true, Ordering::Release);
-        Ok(())
     }
 }
 

@@ -20,8 +20,22 @@ pub(super) const START_MS: u64 = 1_800_000_000_000;
 pub(super) const INVISIBLE_MS: u64 = 30_000;
 
 pub(super) fn open_storage(dir: &Path) -> Arc<Storage> {
+    open_storage_in(
+        dir,
+        Durability::Async,
+        StorageConfig::new(dir, "us-east").async_flush_interval_ms,
+    )
+}
+
+/// A test storage with the given durability and (for `async`) flush interval.
+pub(super) fn open_storage_in(
+    dir: &Path,
+    durability: Durability,
+    flush_interval_ms: u64,
+) -> Arc<Storage> {
     let mut config = StorageConfig::new(dir, "us-east");
-    config.durability = Durability::Async;
+    config.durability = durability;
+    config.async_flush_interval_ms = flush_interval_ms;
     config.index_block_cache_bytes = 8 << 20;
     config.index_write_buffer_bytes = 4 << 20;
     Arc::new(Storage::open(config, Arc::new(Hlc::system(Duration::from_millis(500)))).unwrap())

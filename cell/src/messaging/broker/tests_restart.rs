@@ -8,14 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::tests::{
-    INVISIBLE_MS, START_MS, fifo_message, ids, message, open_storage, receive_n, request,
-    test_config,
+    INVISIBLE_MS, START_MS, fifo_message, ids, message, open_storage, open_storage_in, receive_n,
+    request, test_config,
 };
 use super::*;
 use crate::messaging::clock::ManualClock;
 use crate::messaging::message::OutgoingMessage;
 use crate::messaging::topic::{GroupConfig, TopicMessageType};
-use crate::storage::{Durability, MessageType, Storage, StorageConfig};
+use crate::storage::{Durability, MessageType, Storage};
 
 /// Closes the broker and its storage (every `Arc` must be gone) and reopens both.
 pub(super) fn restart(broker: Arc<Broker>, dir: &Path, clock: &Arc<ManualClock>) -> Arc<Broker> {
@@ -47,21 +47,6 @@ fn fresh_sync(kind: TopicMessageType) -> (tempfile::TempDir, Arc<ManualClock>, A
     let dir = tempfile::tempdir().unwrap();
     let storage = open_storage_in(dir.path(), Durability::Sync, 200);
     fresh_on(dir, storage, kind, false)
-}
-
-fn open_storage_in(dir: &Path, durability: Durability, flush_interval_ms: u64) -> Arc<Storage> {
-    let mut config = StorageConfig::new(dir, "us-east");
-    config.durability = durability;
-    config.async_flush_interval_ms = flush_interval_ms;
-    config.index_block_cache_bytes = 8 << 20;
-    config.index_write_buffer_bytes = 4 << 20;
-    Arc::new(
-        Storage::open(
-            config,
-            Arc::new(crate::Hlc::system(std::time::Duration::from_millis(500))),
-        )
-        .unwrap(),
-    )
 }
 
 fn fresh_on(

@@ -140,14 +140,11 @@ impl Broker {
         done_prefix: &[u8],
         offsets: &[u64],
     ) -> Result<(), MessagingError> {
-        let entries: Vec<(Vec<u8>, Vec<u8>)> = offsets
-            .iter()
-            .map(|offset| (done_key(done_prefix, *offset), Vec::new()))
-            .collect();
-        self.storage
-            .put_states_unsynced(CF_CONSUMER_OFFSETS, &entries)?;
-        self.progress_unsynced.store(true, Ordering::Release);
-        Ok(())
+        self.put_progress_many(
+            offsets
+                .iter()
+                .map(|offset| (done_key(done_prefix, *offset), [])),
+        )
     }
 
     /// Moves a restart checkpoint up to `floor` and, every [`MARKER_CLEAR_STRIDE`] offsets,
@@ -166,11 +163,7 @@ impl Broker {
         if floor <= checkpoint.stored {
             return Ok(());
         }
-        self.storage.put_states_unsynced(
-            CF_CONSUMER_OFFSETS,
-            &[(floor_key.to_vec(), floor.to_le_bytes().to_vec())],
-        )?;
-        self.progress_unsynced.store(true, Ordering::Release);
+        self.put_progress(floor_key, &floor.to_le_bytes())?;
         checkpoint.stored = floor;
         // One range delete per stride, not per round: every range delete leaves a tombstone
         // that later reads of the column family must step over until compaction.
