@@ -195,6 +195,17 @@ pub enum MessagingError {
         #[source]
         cause: crate::messaging::quorum::QuorumError,
     },
+    /// The router does not let this region take the write now (see `messaging::gate`).
+    #[error("{0}")]
+    NotWritableHere(crate::messaging::gate::WriteRefusal),
+    /// A region cannot be adopted (see `Broker::adopt_region`).
+    #[error("region {region:?} cannot be adopted: {reason}")]
+    InvalidAdoption {
+        /// The region named.
+        region: String,
+        /// Why not.
+        reason: String,
+    },
     /// The storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -252,6 +263,10 @@ impl MessagingError {
             MessagingError::TooManyRequests { .. } => 42900,
             // SLAVE_PERSISTENCE_TIMEOUT: "stored here, replicas did not confirm in time".
             MessagingError::QuorumNotReached { .. } => 50402,
+            // FORBIDDEN: known to every client version; the message names the home region and
+            // epoch, and the Python client retries it like any error but TOO_MANY_REQUESTS.
+            MessagingError::NotWritableHere(_) => 40300,
+            MessagingError::InvalidAdoption { .. } => 40000,
             MessagingError::CorruptState { .. } | MessagingError::Storage(_) => 50000,
         }
     }

@@ -22,6 +22,9 @@ pub const PROP_DLQ_ATTEMPTS: &str = "__MERIDIAN_DLQ_ATTEMPTS";
 pub(crate) const PROP_RELEASED_FROM: &str = "__MERIDIAN_RELEASED_FROM";
 /// The producer's host as it reported it (RocketMQ's `born_host`), kept for consumers.
 pub const PROP_BORN_HOST: &str = "__MERIDIAN_BORN_HOST";
+/// The topic's failover epoch under which the write gate accepted the message (only when a
+/// gate is installed; see `messaging::gate`).
+pub const PROP_WRITE_EPOCH: &str = "__MERIDIAN_WRITE_EPOCH";
 /// On a half message: the producer's requested first check delay, ms.
 pub(crate) const PROP_TXN_CHECK_DELAY_MS: &str = "__MERIDIAN_TXN_CHECK_DELAY_MS";
 

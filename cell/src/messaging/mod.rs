@@ -20,6 +20,7 @@ pub mod clock;
 mod codec;
 pub mod error;
 pub mod filter;
+pub mod gate;
 pub mod limits;
 pub mod message;
 pub mod names;
@@ -36,6 +37,7 @@ pub use broker::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::MessagingError;
 pub use filter::{Filter, FilterError, FilterKind};
+pub use gate::{RefusalReason, WriteDecision, WriteGate, WriteRefusal};
 pub use limits::Limits;
 pub use message::{OutgoingMessage, ReceivedMessage, SendReceipt};
 pub use quorum::{QuorumError, ReplicationQuorum};

@@ -11,11 +11,18 @@
 //! | column family | key | value |
 //! |---|---|---|
 //! | `queue` | topic id (4), queue id (4), queue offset (8) | log position (8 LE), frame length (4 LE) |
-//! | `msgid` | message id bytes | log position (8 LE) |
+//! | `msgid` | message id bytes | log position (8 LE) of the newest record with that id |
+//! | `topic_msgid` | topic id (4), message id bytes | log position (8 LE) of the newest record with that id in that topic |
 //! | `key` | topic id (4), key length (2), key, log position (8) | empty |
 //! | `time` | topic id (4), queue id (4), store ms (8), queue offset (8) | log position (8 LE) |
 //! | `topics` | topic name | topic id (4 LE) |
-//! | `meta` | `indexed_end`, `log_start`, `seg/<base>` | u64 LE, u64 LE, seal record |
+//! | `meta` | `indexed_end`, `log_start`, `index_layout`, `seg/<base>` | u64 LE, u64 LE, u64 LE, seal record |
+//!
+//! One message id may name several records in different topics (a delay message in the timer
+//! topic and its released copy, a half message and its committed copy, a message and its
+//! dead-letter copy): `msgid` finds the newest of them, `topic_msgid` the one of a given topic,
+//! which is what replication's deduplication needs. `index_layout` is [`INDEX_LAYOUT`]; an index
+//! written by an older layout lacks families and is rebuilt from the log at start.
 //!
 //! The `time` index is sparse: a queue gets a sample when at least 64 records or one second have
 //! passed since its last sample, so its size per message does not grow with the number of queues;
@@ -38,6 +45,7 @@ use crate::error::StorageError;
 
 pub(crate) const CF_QUEUE: &str = "queue";
 pub(crate) const CF_MSGID: &str = "msgid";
+pub(crate) const CF_TOPIC_MSGID: &str = "topic_msgid";
 pub(crate) const CF_KEY: &str = "key";
 pub(crate) const CF_TIME: &str = "time";
 pub(crate) const CF_TOPICS: &str = "topics";
@@ -47,10 +55,22 @@ pub const CF_CONSUMER_OFFSETS: &str = "consumer_offsets";
 /// Replication progress per source (not derived from the log).
 pub const CF_REPLICATION_CHECKPOINTS: &str = "replication_checkpoints";
 
-const DERIVED_FAMILIES: [&str; 6] = [CF_QUEUE, CF_MSGID, CF_KEY, CF_TIME, CF_TOPICS, CF_META];
+const DERIVED_FAMILIES: [&str; 7] = [
+    CF_QUEUE,
+    CF_MSGID,
+    CF_TOPIC_MSGID,
+    CF_KEY,
+    CF_TIME,
+    CF_TOPICS,
+    CF_META,
+];
 const STATE_FAMILIES: [&str; 2] = [CF_CONSUMER_OFFSETS, CF_REPLICATION_CHECKPOINTS];
 
 pub(crate) const META_INDEXED_END: &[u8] = b"indexed_end";
+pub(crate) const META_INDEX_LAYOUT: &[u8] = b"index_layout";
+/// The derived families' layout: 2 added `topic_msgid`. An index without the key (or with a
+/// lower value) is re-derived from the whole retained log at start.
+pub(crate) const INDEX_LAYOUT: u64 = 2;
 pub(crate) const META_LOG_START: &[u8] = b"log_start";
 pub(crate) const META_SEGMENT_PREFIX: &str = "seg/";
 
@@ -118,7 +138,7 @@ impl Index {
             options.set_compression_type(rocksdb::DBCompressionType::Lz4);
             let start = Arc::clone(&log_start);
             match name {
-                CF_QUEUE | CF_MSGID | CF_TIME => options.set_compaction_filter(
+                CF_QUEUE | CF_MSGID | CF_TOPIC_MSGID | CF_TIME => options.set_compaction_filter(
                     "below-log-start",
                     move |_level: u32, _key: &[u8], value: &[u8]| match position_of_value(value) {
                         Some(position) if position < start.load(Ordering::Relaxed) => {
@@ -333,12 +353,20 @@ impl Index {
 
     /// Compacts the families whose stale entries the compaction filter removes.
     pub(crate) fn compact_derived(&self) -> Result<(), StorageError> {
-        for name in [CF_QUEUE, CF_MSGID, CF_KEY, CF_TIME] {
+        for name in [CF_QUEUE, CF_MSGID, CF_TOPIC_MSGID, CF_KEY, CF_TIME] {
             self.db
                 .compact_range_cf(self.cf(name)?, None::<&[u8]>, None::<&[u8]>);
         }
         Ok(())
     }
+}
+
+/// `topic_msgid` key: topic id, then the message id.
+pub(crate) fn topic_msgid_key(topic_id: u32, message_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(4 + message_id.len());
+    key.extend_from_slice(&topic_id.to_be_bytes());
+    key.extend_from_slice(message_id.as_bytes());
+    key
 }
 
 /// Queue index key.

@@ -13,7 +13,8 @@ use rocksdb::WriteBatch;
 
 use crate::error::StorageError;
 use crate::storage::index::{
-    self, CF_KEY, CF_META, CF_MSGID, CF_QUEUE, CF_TIME, Index, META_INDEXED_END, QueueEntry,
+    self, CF_KEY, CF_META, CF_MSGID, CF_QUEUE, CF_TIME, CF_TOPIC_MSGID, Index, META_INDEXED_END,
+    QueueEntry,
 };
 use crate::storage::{Durability, QueueId, QueueState, Shared};
 
@@ -58,6 +59,7 @@ pub(crate) struct BatchBuilder {
     touched: HashMap<QueueId, u64>,
     queue: Vec<([u8; 16], [u8; 12])>,
     msgid: Vec<(Vec<u8>, [u8; 8])>,
+    topic_msgid: Vec<(Vec<u8>, [u8; 8])>,
     keys: Vec<Vec<u8>>,
     time: Vec<([u8; 24], [u8; 8])>,
 }
@@ -72,6 +74,10 @@ impl BatchBuilder {
                 position: entry.position,
                 frame_len: entry.frame_len,
             }),
+        ));
+        self.topic_msgid.push((
+            index::topic_msgid_key(entry.topic_id, &entry.message_id),
+            index::u64_value(entry.position),
         ));
         self.msgid.push((
             entry.message_id.into_bytes(),
@@ -117,9 +123,15 @@ impl BatchBuilder {
         for (key, value) in self.queue.drain(..) {
             batch.put_cf(family, key, value);
         }
-        self.msgid.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Stable: of two records with one id in a batch the newer must be put last.
+        self.msgid.sort_by(|a, b| a.0.cmp(&b.0));
         let family = index.cf(CF_MSGID)?;
         for (key, value) in self.msgid.drain(..) {
+            batch.put_cf(family, key, value);
+        }
+        self.topic_msgid.sort_by(|a, b| a.0.cmp(&b.0));
+        let family = index.cf(CF_TOPIC_MSGID)?;
+        for (key, value) in self.topic_msgid.drain(..) {
             batch.put_cf(family, key, value);
         }
         self.keys.sort_unstable();

@@ -470,4 +470,6 @@ fn spawn_named(
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
+mod tests_hlc;
+#[cfg(test)]
 mod tests_recovery;

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use crate::error::StorageError;
 use crate::storage::Storage;
-use crate::storage::index::{self, CF_KEY, CF_MSGID, CF_QUEUE, CF_TIME};
+use crate::storage::index::{self, CF_KEY, CF_MSGID, CF_QUEUE, CF_TIME, CF_TOPIC_MSGID};
 use crate::storage::record::Record;
 use crate::storage::segment::Segment;
 
@@ -182,6 +182,39 @@ impl Storage {
             Ok(_) | Err(StorageError::PositionOutOfRange { .. }) => Ok(None),
             Err(error) => Err(error),
         }
+    }
+
+    /// The newest record with `message_id` in `topic`, with its log position. Unlike
+    /// [`Self::read_by_id`] it also finds a record whose id a newer record of another topic
+    /// shares (a delay message's released copy, a dead-letter copy).
+    pub fn read_copy(
+        &self,
+        topic: &str,
+        message_id: &str,
+    ) -> Result<Option<(u64, Record)>, StorageError> {
+        let Some(topic_id) = self.shared.topic_id(topic) else {
+            return Ok(None);
+        };
+        let key = index::topic_msgid_key(topic_id, message_id);
+        let Some(value) = self.shared.index.get(CF_TOPIC_MSGID, &key)? else {
+            return Ok(None);
+        };
+        let Some(position) = index::decode_u64(&value) else {
+            return Ok(None);
+        };
+        match self.read_at(position) {
+            Ok(record) if record.message_id == message_id && record.topic == topic => {
+                Ok(Some((position, record)))
+            }
+            Ok(_) | Err(StorageError::PositionOutOfRange { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Whether `topic` holds a record with `message_id` (replication's deduplication key: the
+    /// same id in another topic is another record).
+    pub fn contains_copy(&self, topic: &str, message_id: &str) -> Result<bool, StorageError> {
+        Ok(self.read_copy(topic, message_id)?.is_some())
     }
 
     /// Whether a message id is stored (cheaper than reading it; used for deduplication).

@@ -28,8 +28,8 @@ use crate::storage::QueueId;
 use crate::storage::QueueState;
 use crate::storage::config::{StorageConfig, VerifyOnOpen};
 use crate::storage::index::{
-    self, CF_KEY, CF_META, CF_MSGID, CF_QUEUE, CF_TIME, CF_TOPICS, Index, META_INDEXED_END,
-    META_LOG_START,
+    self, CF_KEY, CF_META, CF_MSGID, CF_QUEUE, CF_TIME, CF_TOPIC_MSGID, CF_TOPICS, INDEX_LAYOUT,
+    Index, META_INDEX_LAYOUT, META_INDEXED_END, META_LOG_START,
 };
 use crate::storage::indexer::{BatchBuilder, IndexEntry};
 use crate::storage::record::{
@@ -173,6 +173,20 @@ pub(crate) fn recover(config: &StorageConfig, hlc: &Hlc) -> Result<Recovered, St
     let mut report = RecoveryReport::default();
     let mut log_start = index.get_meta_u64(META_LOG_START)?.unwrap_or(0);
     let indexed_end = index.get_meta_u64(META_INDEXED_END)?.unwrap_or(0);
+    // An index of an older layout lacks whole families: re-derive everything from the log (the
+    // families that exist get the same entries again).
+    let layout = index.get_meta_u64(META_INDEX_LAYOUT)?.unwrap_or(0);
+    let reindex_from = if layout < INDEX_LAYOUT {
+        if indexed_end > 0 {
+            tracing::info!(
+                layout,
+                "index layout is older than {INDEX_LAYOUT}: rebuilding the index from the log"
+            );
+        }
+        0
+    } else {
+        indexed_end
+    };
 
     let segments = open_segments(&log_dir, log_start, &mut report)?;
     let segments = if segments.is_empty() {
@@ -192,7 +206,7 @@ pub(crate) fn recover(config: &StorageConfig, hlc: &Hlc) -> Result<Recovered, St
 
     let mut reindexer = Reindexer {
         index: &index,
-        from: indexed_end.max(log_start),
+        from: reindex_from.max(log_start),
         builder: BatchBuilder::default(),
         topics: load_topics(&index)?,
         queue_next: index.queue_heads()?,
@@ -264,6 +278,10 @@ pub(crate) fn recover(config: &StorageConfig, hlc: &Hlc) -> Result<Recovered, St
     }
     reindexer.write(Some(end))?;
     index.flush()?;
+    if layout < INDEX_LAYOUT {
+        // Only now: the flush above made the re-derived entries durable.
+        write_meta(&index, META_INDEX_LAYOUT, INDEX_LAYOUT)?;
+    }
     if reindexer.max_store_ms > 0 && hlc.observe(ms_to_stamp(reindexer.max_store_ms)).is_err() {
         tracing::warn!(
             "stored timestamps are ahead of this machine's clock; the HLC continues from its own clock"
@@ -517,7 +535,7 @@ fn load_topics(index: &Index) -> Result<HashMap<String, u32>, StorageError> {
 /// runs only in the rare cases that need it (index ahead of the log, repair).
 fn remove_entries(index: &Index, doomed: impl Fn(u64) -> bool) -> Result<(), StorageError> {
     let mut batch = WriteBatch::default();
-    for family in [CF_QUEUE, CF_MSGID, CF_TIME] {
+    for family in [CF_QUEUE, CF_MSGID, CF_TOPIC_MSGID, CF_TIME] {
         let cf = index.cf(family)?;
         index.scan_from(family, &[], |key, value| {
             if index::decode_u64(value).is_some_and(&doomed) {

@@ -393,3 +393,86 @@ proptest! {
         prop_assert_eq!(storage.read_log(0, 100_000, usize::MAX).unwrap().len(), total);
     }
 }
+
+#[test]
+fn one_message_id_in_several_topics_is_found_per_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), Durability::Sync);
+    let storage = Storage::open(cfg.clone(), hlc()).unwrap();
+    // A parked copy, then its released copy in one batch, then a dead-letter copy later: the
+    // id resolves to the newest, each topic to its own copy.
+    append_visible(
+        &storage,
+        vec![
+            message("%SYS%TIMER", 0, "m1", b"parked"),
+            message("orders", 0, "m1", b"released"),
+        ],
+    );
+    append_visible(&storage, vec![message("%DLQ%g", 0, "m1", b"dead")]);
+    assert_eq!(storage.read_by_id("m1").unwrap().unwrap().1.body, b"dead");
+    for (topic, body) in [
+        ("%SYS%TIMER", &b"parked"[..]),
+        ("orders", b"released"),
+        ("%DLQ%g", b"dead"),
+    ] {
+        let (position, record) = storage.read_copy(topic, "m1").unwrap().unwrap();
+        assert_eq!(record.body, body, "{topic}");
+        assert_eq!(storage.read_at(position).unwrap(), record);
+        assert!(storage.contains_copy(topic, "m1").unwrap());
+    }
+    assert!(!storage.contains_copy("orders", "m2").unwrap());
+    assert!(!storage.contains_copy("never-created", "m1").unwrap());
+
+    // Two records with one id in one topic and one batch: the newer wins in both indexes.
+    append_visible(
+        &storage,
+        vec![
+            message("orders", 1, "m9", b"first"),
+            message("orders", 1, "m9", b"second"),
+        ],
+    );
+    assert_eq!(storage.read_by_id("m9").unwrap().unwrap().1.body, b"second");
+    assert_eq!(
+        storage.read_copy("orders", "m9").unwrap().unwrap().1.body,
+        b"second"
+    );
+}
+
+#[test]
+fn an_index_of_the_previous_layout_is_rebuilt_with_the_topic_id_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), Durability::Sync);
+    {
+        let storage = Storage::open(cfg.clone(), hlc()).unwrap();
+        append_visible(
+            &storage,
+            (0..30)
+                .map(|i| message("t", i % 3, &format!("m{i}"), b"x"))
+                .collect(),
+        );
+    }
+    {
+        // What layout 1 left: no layout key and an empty `topic_msgid` family.
+        let index = index::Index::open(&cfg.index_dir(), 1 << 20, 1 << 20).unwrap();
+        index
+            .delete_range(index::CF_TOPIC_MSGID, &[], &[0xff; 16])
+            .unwrap();
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_cf(index.cf(index::CF_META).unwrap(), index::META_INDEX_LAYOUT);
+        index.write_synced(batch).unwrap();
+        index.flush().unwrap();
+    }
+    let storage = Storage::open(cfg.clone(), hlc()).unwrap();
+    assert_eq!(storage.recovery_report().reindexed_records, 30);
+    for i in 0..30 {
+        assert!(
+            storage.contains_copy("t", &format!("m{i}")).unwrap(),
+            "m{i}"
+        );
+    }
+    assert_eq!(storage.queue_range("t", 0).unwrap().next, 10);
+    drop(storage);
+    // The layout is recorded: the next start re-derives nothing.
+    let storage = Storage::open(cfg, hlc()).unwrap();
+    assert_eq!(storage.recovery_report().reindexed_records, 0);
+}

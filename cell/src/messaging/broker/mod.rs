@@ -10,6 +10,7 @@
 //! `pull` (offsets, assignment, resets), `timers`, `txn`, `query`, `trace`,
 //! `replicated_state` (consumer state shipped to and applied from other regions).
 
+mod adopt;
 mod keys;
 mod meta;
 mod pop;
@@ -38,6 +39,7 @@ use crate::messaging::topic::{GroupConfig, TopicConfig};
 use crate::messaging::txn::{TransactionPolicy, TransactionTable};
 use crate::storage::{CF_CONSUMER_OFFSETS, Record, Storage};
 
+pub use adopt::AdoptionOutcome;
 pub use pop::ReceiveRequest;
 pub use pull::PullResult;
 pub use query::MAX_QUERY_RESULTS;
@@ -63,6 +65,10 @@ pub struct BrokerConfig {
     pub max_read_batch_bytes: usize,
     /// Most delay messages released in one append.
     pub max_timer_release_batch: usize,
+    /// Start with delay-message releases held until [`Broker::set_timers_held`]`(false)`: a
+    /// region returning from a failure holds them until it has caught up with the region that
+    /// adopted its timers, whose released copies tell it what not to release again.
+    pub hold_timers_at_start: bool,
     /// Most transaction checks or rollbacks issued per round.
     pub max_transaction_actions_per_round: usize,
     /// Longest the background loop sleeps with nothing due (it also wakes on new timers).
@@ -106,6 +112,7 @@ impl Default for BrokerConfig {
             max_read_batch_messages: 256,
             max_read_batch_bytes: 8 << 20,
             max_timer_release_batch: 512,
+            hold_timers_at_start: false,
             max_transaction_actions_per_round: 256,
             max_idle_ms: 1_000,
             max_pending_transaction_checks: 4096,
@@ -174,6 +181,10 @@ pub struct Broker {
     sync_quorum_topics: RwLock<std::collections::HashSet<String>>,
     /// What those sends wait on; `None` refuses them.
     quorum: RwLock<Option<Arc<dyn crate::messaging::quorum::ReplicationQuorum>>>,
+    /// Whether this region may take a write (the router's answer); `None` accepts all.
+    write_gate: RwLock<Option<Arc<dyn crate::messaging::gate::WriteGate>>>,
+    /// Delay-message releases are held (see `BrokerConfig::hold_timers_at_start`).
+    timers_held: std::sync::atomic::AtomicBool,
     /// Consumer state shipped to and applied from other regions.
     replicated: replicated_state::ReplicatedState,
 }
@@ -205,6 +216,7 @@ impl Broker {
             config.max_pending_state_events,
             clock.now_ms().wrapping_mul(1_000),
         );
+        let hold_timers = config.hold_timers_at_start;
         let broker = Broker {
             storage,
             config,
@@ -230,11 +242,14 @@ impl Broker {
             progress_unsynced: std::sync::atomic::AtomicBool::new(false),
             sync_quorum_topics: RwLock::new(std::collections::HashSet::new()),
             quorum: RwLock::new(None),
+            write_gate: RwLock::new(None),
+            timers_held: std::sync::atomic::AtomicBool::new(hold_timers),
             replicated,
         };
         broker.load_meta()?;
         broker.load_timers()?;
         broker.load_transactions()?;
+        broker.load_adopted()?;
         Ok(Arc::new(broker))
     }
 
@@ -464,11 +479,15 @@ impl Drop for InProgress<'_> {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_adopt;
+#[cfg(test)]
 mod tests_audit;
 #[cfg(test)]
 mod tests_consume;
 #[cfg(test)]
 mod tests_features;
+#[cfg(test)]
+mod tests_gate;
 #[cfg(test)]
 mod tests_quorum;
 #[cfg(test)]

@@ -507,15 +507,10 @@ impl Broker {
         touched: &mut BTreeSet<PopKey>,
     ) -> Result<bool, MessagingError> {
         let counters = &self.replicated.counters;
-        let Some((_, message)) = self.storage.read_by_id(&state.message_id)? else {
+        // By topic and id: the same id may also name a dead-letter or parked copy.
+        let Some((_, message)) = self.storage.read_copy(&state.topic, &state.message_id)? else {
             return Ok(false);
         };
-        if message.topic != state.topic {
-            // The id now names another copy (e.g. a dead-letter copy made here): the record
-            // cannot be placed; drop it rather than touch the wrong queue.
-            counters.discarded.fetch_add(1, Ordering::Relaxed);
-            return Ok(true);
-        }
         let max_marks = self.config.max_remote_marks_per_queue;
         match state.kind {
             StateKind::Done | StateKind::Attempt => {

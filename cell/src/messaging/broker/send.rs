@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::messaging::error::MessagingError;
+use crate::messaging::gate::WriteDecision;
 use crate::messaging::message::{
     OutgoingMessage, PROP_BORN_HOST, PROP_REAL_QUEUE, PROP_REAL_TOPIC, PROP_TXN_CHECK_DELAY_MS,
-    SendReceipt, validate_batch_bytes, validate_batch_count, validate_message,
+    PROP_WRITE_EPOCH, SendReceipt, validate_batch_bytes, validate_batch_count, validate_message,
 };
 use crate::messaging::names::{self, HALF_TOPIC, TIMER_TOPIC};
 use crate::messaging::quorum::QuorumError;
@@ -54,6 +55,31 @@ impl Broker {
         quorum: Arc<dyn crate::messaging::quorum::ReplicationQuorum>,
     ) {
         *self.quorum.write() = Some(quorum);
+    }
+
+    /// Installs the write gate every send asks first (see `messaging::gate`).
+    pub fn set_write_gate(&self, gate: Arc<dyn crate::messaging::gate::WriteGate>) {
+        *self.write_gate.write() = Some(gate);
+    }
+
+    /// The write gate's epochs for `messages`, or the refusal of the first one refused. Without
+    /// a gate every message is accepted and nothing is stamped.
+    fn check_write_gate(
+        &self,
+        messages: &[OutgoingMessage],
+    ) -> Result<Vec<Option<u64>>, MessagingError> {
+        let Some(gate) = self.write_gate.read().clone() else {
+            return Ok(vec![None; messages.len()]);
+        };
+        messages
+            .iter()
+            .map(
+                |message| match gate.check(&message.topic, &message.message_group) {
+                    WriteDecision::Accept { epoch } => Ok(Some(epoch)),
+                    WriteDecision::Refuse(refusal) => Err(MessagingError::NotWritableHere(refusal)),
+                },
+            )
+            .collect()
     }
 
     /// Waits for a majority of `topic`'s regions to hold this cell's log below `log_end`.
@@ -109,10 +135,11 @@ impl Broker {
             validate_message(message, &self.config.limits, now)?;
         }
         validate_batch_bytes(&messages, &self.config.limits)?;
+        let epochs = self.check_write_gate(&messages)?;
         let mut records = Vec::with_capacity(messages.len());
         let mut routes = Vec::with_capacity(messages.len());
         let mut sync_quorum_topic = None;
-        for message in messages {
+        for (message, epoch) in messages.into_iter().zip(epochs) {
             let topic = self.topic(&message.topic)?;
             if sync_quorum_topic.is_none() && self.is_sync_quorum(&topic.name) {
                 sync_quorum_topic = Some(topic.name.clone());
@@ -149,6 +176,11 @@ impl Broker {
                 record
                     .properties
                     .insert(PROP_BORN_HOST.to_string(), message.born_host);
+            }
+            if let Some(epoch) = epoch {
+                record
+                    .properties
+                    .insert(PROP_WRITE_EPOCH.to_string(), epoch.to_string());
             }
             if route != Route::Direct {
                 record.properties.insert(

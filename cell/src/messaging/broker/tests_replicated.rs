@@ -27,8 +27,8 @@ use crate::storage::{Durability, NewRecord, ReplicatedFrom, StorageConfig};
 const MAX_WAIT_ROUNDS: usize = 3_000;
 
 /// One region: a broker with its background tasks running.
-struct Region {
-    broker: Arc<Broker>,
+pub(super) struct Region {
+    pub(super) broker: Arc<Broker>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
     /// State records other regions' logs gave this one (through [`replicate`]).
@@ -36,7 +36,17 @@ struct Region {
 }
 
 impl Region {
-    fn open(dir: &Path, region: &str, clock: &Arc<ManualClock>, queues: u32) -> Self {
+    pub(super) fn open(dir: &Path, region: &str, clock: &Arc<ManualClock>, queues: u32) -> Self {
+        Self::open_with(dir, region, clock, queues, test_config())
+    }
+
+    pub(super) fn open_with(
+        dir: &Path,
+        region: &str,
+        clock: &Arc<ManualClock>,
+        queues: u32,
+        broker_config: BrokerConfig,
+    ) -> Self {
         let mut config = StorageConfig::new(dir, region);
         config.durability = Durability::Async;
         config.index_block_cache_bytes = 8 << 20;
@@ -44,7 +54,7 @@ impl Region {
         let hlc = Arc::new(Hlc::system(Duration::from_millis(500)));
         let storage = Arc::new(Storage::open(config, hlc).unwrap());
         let clock: Arc<dyn Clock> = Arc::clone(clock) as Arc<dyn Clock>;
-        let broker = Broker::open(storage, test_config(), clock).unwrap();
+        let broker = Broker::open(storage, broker_config, clock).unwrap();
         if broker.topic("orders").is_err() {
             broker
                 .create_topic("orders", queues, TopicMessageType::Normal)
@@ -67,7 +77,7 @@ impl Region {
     }
 
     /// Stops the background tasks and closes the storage, as a restart of the cell would.
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         self.shutdown.send(true).unwrap();
         self.task.await.unwrap();
         let storage = Arc::clone(self.broker.storage());
@@ -80,7 +90,7 @@ impl Region {
         );
     }
 
-    fn storage(&self) -> &Storage {
+    pub(super) fn storage(&self) -> &Storage {
         self.broker.storage()
     }
 
@@ -90,7 +100,7 @@ impl Region {
 }
 
 /// Waits (bounded) until `condition` holds.
-async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+pub(super) async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     for _ in 0..MAX_WAIT_ROUNDS {
         if condition() {
             return;
@@ -102,7 +112,11 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
 
 /// Appends to `to` what `from` stored itself and `to` lacks, keeping origin and HLC stamp,
 /// in `from`'s log order (what a replication link does). Returns how many were copied.
-async fn replicate(from: &Region, to: &Region, wanted: impl Fn(&Record) -> bool) -> usize {
+pub(super) async fn replicate(
+    from: &Region,
+    to: &Region,
+    wanted: impl Fn(&Record) -> bool,
+) -> usize {
     // Appends are acknowledged before they are readable (async mode): wait until every state
     // record `from` appended is readable, and with it every message before it in the log.
     let emitted = from.counters().emitted.load(Ordering::Relaxed)
@@ -125,7 +139,10 @@ async fn replicate(from: &Region, to: &Region, wanted: impl Fn(&Record) -> bool)
         for (_, _, record) in batch {
             if record.origin.region != from.storage().region()
                 || !wanted(&record)
-                || to.storage().contains_id(&record.message_id).unwrap()
+                || to
+                    .storage()
+                    .contains_copy(&record.topic, &record.message_id)
+                    .unwrap()
             {
                 continue;
             }

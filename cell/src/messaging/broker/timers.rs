@@ -113,6 +113,11 @@ impl Broker {
             let Some(last) = records.last() else { break };
             at = last.queue_offset + 1;
             for record in &records {
+                // Another region's parked messages are its own to release; they are armed here
+                // only by an adoption (see `adopt`).
+                if record.origin.region != self.storage.region() {
+                    continue;
+                }
                 if self
                     .get_state(&done_key(done_prefix, record.queue_offset))?
                     .is_some()
@@ -194,6 +199,14 @@ impl Broker {
         Ok(())
     }
 
+    /// Holds or resumes delay-message releases (see `BrokerConfig::hold_timers_at_start`).
+    pub fn set_timers_held(&self, held: bool) {
+        self.timers_held.store(held, Ordering::Release);
+        if !held {
+            self.background_wake.notify_one();
+        }
+    }
+
     /// Delay messages waiting for their delivery time.
     pub fn pending_timers(&self) -> usize {
         self.timers.lock().len()
@@ -202,6 +215,9 @@ impl Broker {
     /// Releases the delay messages that are due into their topics: one read per run of
     /// consecutive timer offsets, one append (with their trace events) per round.
     pub async fn release_due_timers(&self) -> Result<ReleaseOutcome, MessagingError> {
+        if self.timers_held.load(Ordering::Acquire) {
+            return Ok(ReleaseOutcome::default());
+        }
         let now = self.now_ms();
         let due = self
             .timers
@@ -254,6 +270,22 @@ impl Broker {
                 continue;
             };
             match restore_original(record) {
+                Some(original)
+                    if matches!(
+                        self.storage
+                            .contains_copy(&original.topic, &original.message_id),
+                        Ok(true)
+                    ) =>
+                {
+                    // Released already, by an adopting region during an outage of this one or
+                    // before a restart: the copy replicated here. Releasing again would
+                    // deliver it twice. Nothing is appended, so the marker needs no fsync.
+                    tracing::info!(offset, message_id = %original.message_id, "delay message already released elsewhere");
+                    self.timers.lock().released(offset);
+                    if let Err(error) = self.mark_done(TIMER_DONE_PREFIX, &[offset]) {
+                        tracing::warn!(%error, offset, "release marker not written");
+                    }
+                }
                 Some(original) => {
                     released.push((offset, due_ms));
                     let late_ms = now.saturating_sub(due_ms);

@@ -76,7 +76,7 @@ impl Broker {
         Ok(())
     }
 
-    fn first_check_delay_of(&self, record: &Record) -> u64 {
+    pub(super) fn first_check_delay_of(&self, record: &Record) -> u64 {
         record
             .properties
             .get(crate::messaging::message::PROP_TXN_CHECK_DELAY_MS)
