@@ -19,6 +19,7 @@ mod auth;
 mod autocreate;
 mod consume;
 mod convert;
+mod forward;
 mod receive;
 mod service;
 mod session;
@@ -38,6 +39,7 @@ use crate::messaging::Broker;
 
 pub use admin::{AdminConfig, ReplicationStatus, ReplicationStatusSource};
 pub use auth::{AuthConfig, UserCredential};
+pub use forward::{FORWARDED_FROM_HEADER, ForwardFuture, GrpcForwarder, SendForwarder};
 
 /// Settings of the gRPC front.
 #[derive(Debug, Clone)]
@@ -76,6 +78,9 @@ pub struct GrpcConfig {
     /// Also serve Meridian's admin API (`meridian.admin.v1.Admin`) on this port. It has no
     /// authentication yet, so it cannot be combined with `auth`.
     pub admin: Option<AdminConfig>,
+    /// Forwards a send whose messages the write gate gives to another region (active-standby
+    /// home, FIFO group owner) to that region's cell; `None` refuses such a send instead.
+    pub forwarder: Option<Arc<dyn SendForwarder>>,
 }
 
 impl Default for GrpcConfig {
@@ -95,6 +100,7 @@ impl Default for GrpcConfig {
             max_streams_per_client: 16,
             auto_create_topics: None,
             admin: None,
+            forwarder: None,
         }
     }
 }

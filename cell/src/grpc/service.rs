@@ -19,10 +19,11 @@ use tracing::Instrument;
 
 use super::auth::{Authenticator, Principal};
 use super::convert;
+use super::forward::{FORWARDED_FROM_HEADER, forwarded_metadata};
 use super::session::Sessions;
 use super::status::{self, Refusal};
 use super::{GrpcConfig, GrpcError};
-use crate::messaging::{Broker, TransactionResolution};
+use crate::messaging::{Broker, RefusalReason, TransactionResolution, WriteDecision, WriteRefusal};
 
 pub(crate) type ItemStream<T> = Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>;
 
@@ -79,6 +80,61 @@ impl CellService {
     /// The caller of a request, or the refusal to answer with (in the caller's language).
     pub(crate) fn caller_of<T>(&self, request: &Request<T>) -> Result<Caller, (Refusal, Language)> {
         caller_from(&self.inner.authenticator, request.metadata())
+    }
+
+    /// Forwards the whole request when the router says another region takes every message of
+    /// it (see `forward`); `None` when this cell answers itself.
+    async fn try_forward(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        request: &pb::SendMessageRequest,
+    ) -> Option<Result<Response<pb::SendMessageResponse>, tonic::Status>> {
+        let forwarder = self.inner.config.forwarder.as_ref()?;
+        if metadata.contains_key(FORWARDED_FROM_HEADER) {
+            // One hop at most: the home's own refusal goes back to the client.
+            return None;
+        }
+        let region = self.forward_region(request)?;
+        let own_region = self.inner.broker.storage().region();
+        tracing::debug!(to = %region, "forwarding a send to the region that takes it");
+        let outgoing = match forwarded_metadata(metadata, own_region) {
+            Ok(outgoing) => outgoing,
+            Err(status) => return Some(Err(status)),
+        };
+        Some(
+            forwarder
+                .forward(&region, outgoing, request.clone())
+                .await
+                .map(Response::new),
+        )
+    }
+
+    /// The one other region the write gate names as taking every message of the request.
+    fn forward_region(&self, request: &pb::SendMessageRequest) -> Option<String> {
+        let own_region = self.inner.broker.storage().region();
+        let mut target: Option<String> = None;
+        for message in &request.messages {
+            let topic = message.topic.as_ref()?.name.as_str();
+            let group = message
+                .system_properties
+                .as_ref()
+                .and_then(|system| system.message_group.as_deref())
+                .unwrap_or("");
+            match self.inner.broker.write_decision(topic, group) {
+                WriteDecision::Refuse(WriteRefusal {
+                    reason: RefusalReason::NotHome,
+                    home_region,
+                    ..
+                }) if !home_region.is_empty() && home_region != own_region => {
+                    if target.as_ref().is_some_and(|target| *target != home_region) {
+                        return None;
+                    }
+                    target = Some(home_region);
+                }
+                _ => return None,
+            }
+        }
+        target
     }
 
     async fn send(
@@ -368,7 +424,7 @@ impl MessagingService for CellService {
     ) -> Result<Response<pb::SendMessageResponse>, tonic::Status> {
         match self.caller_of(&request) {
             Ok(caller) => {
-                let request = request.into_inner();
+                let (metadata, _, request) = request.into_parts();
                 let topic = request
                     .messages
                     .first()
@@ -382,6 +438,13 @@ impl MessagingService for CellService {
                     %topic,
                     messages = request.messages.len(),
                 );
+                if let Some(forwarded) = self
+                    .try_forward(&metadata, &request)
+                    .instrument(span.clone())
+                    .await
+                {
+                    return forwarded;
+                }
                 answer(self.send(&caller, request).instrument(span).await)
             }
             Err((refusal, language)) => {

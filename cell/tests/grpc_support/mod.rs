@@ -46,8 +46,13 @@ pub struct Cell {
 
 impl Cell {
     pub async fn start(config: GrpcConfig, broker_config: BrokerConfig) -> Cell {
+        Self::start_in("us-east", config, broker_config).await
+    }
+
+    /// A cell of `region`.
+    pub async fn start_in(region: &str, config: GrpcConfig, broker_config: BrokerConfig) -> Cell {
         let dir = tempfile::tempdir().unwrap();
-        let mut storage_config = StorageConfig::new(dir.path(), "us-east");
+        let mut storage_config = StorageConfig::new(dir.path(), region);
         storage_config.durability = Durability::Async;
         storage_config.index_block_cache_bytes = 8 << 20;
         storage_config.index_write_buffer_bytes = 4 << 20;

@@ -62,6 +62,15 @@ impl Broker {
         *self.write_gate.write() = Some(gate);
     }
 
+    /// What the write gate says of a write for `topic` (and FIFO `message_group`) now;
+    /// without a gate, accepted at epoch 0.
+    pub fn write_decision(&self, topic: &str, message_group: &str) -> WriteDecision {
+        match self.write_gate.read().as_ref() {
+            Some(gate) => gate.check(topic, message_group),
+            None => WriteDecision::Accept { epoch: 0 },
+        }
+    }
+
     /// The write gate's epochs for `messages`, or the refusal of the first one refused. Without
     /// a gate every message is accepted and nothing is stamped.
     fn check_write_gate(
