@@ -166,3 +166,65 @@ async fn a_home_without_a_known_endpoint_is_a_clear_error() {
     assert!(error.message().contains("ap-south"), "{}", error.message());
     us.stop().await;
 }
+
+/// Sends every route query for `topic` to `to`.
+#[derive(Debug)]
+struct Elsewhere {
+    topic: &'static str,
+    to: std::net::SocketAddr,
+}
+
+impl meridian_cell::grpc::RouteAdvisor for Elsewhere {
+    fn redirect(&self, topic: &str) -> Option<meridian_cell::grpc::RouteRedirect> {
+        (topic == self.topic).then(|| meridian_cell::grpc::RouteRedirect {
+            broker_name: "eu-west-cell".to_string(),
+            endpoint: self.to,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_query_can_send_clients_to_another_region() {
+    let elsewhere: std::net::SocketAddr = "127.0.0.2:8082".parse().unwrap();
+    let us = Cell::start_in(
+        "us-east",
+        GrpcConfig {
+            route_advisor: Some(Arc::new(Elsewhere {
+                topic: "orders",
+                to: elsewhere,
+            })),
+            ..fast_config()
+        },
+        broker_config(),
+    )
+    .await;
+    let mut client = us.client().await;
+    for (topic, expected) in [("orders", elsewhere), ("fifo", us.addr)] {
+        let route = client
+            .query_route(request(
+                pb::QueryRouteRequest {
+                    topic: resource(topic),
+                    endpoints: None,
+                },
+                "JAVA",
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(code(&route.status), Code::Ok as i32);
+        assert!(!route.message_queues.is_empty());
+        for queue in &route.message_queues {
+            let address = &queue
+                .broker
+                .as_ref()
+                .unwrap()
+                .endpoints
+                .as_ref()
+                .unwrap()
+                .addresses[0];
+            assert_eq!(address.host, expected.ip().to_string(), "{topic}");
+            assert_eq!(address.port, i32::from(expected.port()), "{topic}");
+        }
+    }
+    us.stop().await;
+}

@@ -29,6 +29,22 @@ pub const FORWARDED_FROM_HEADER: &str = "x-meridian-forwarded-from";
 pub type ForwardFuture<'a> =
     Pin<Box<dyn Future<Output = Result<pb::SendMessageResponse, tonic::Status>> + Send + 'a>>;
 
+/// Where a route query should send clients instead of this cell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRedirect {
+    /// The serving cell's broker name.
+    pub broker_name: String,
+    /// Its RocketMQ endpoint.
+    pub endpoint: std::net::SocketAddr,
+}
+
+/// Answers, per topic, whether clients asking this cell for a route should be sent to another
+/// region's cell (this region is fenced or drained, say); `None` keeps them here.
+pub trait RouteAdvisor: Send + Sync + fmt::Debug {
+    /// Must not block: it runs on every route query.
+    fn redirect(&self, topic: &str) -> Option<RouteRedirect>;
+}
+
 /// Sends a `SendMessage` request to another region's cell.
 pub trait SendForwarder: Send + Sync + fmt::Debug {
     /// Forwards `request` (with `metadata`, already carrying [`FORWARDED_FROM_HEADER`]) to

@@ -39,7 +39,9 @@ use crate::messaging::Broker;
 
 pub use admin::{AdminConfig, ReplicationStatus, ReplicationStatusSource};
 pub use auth::{AuthConfig, UserCredential};
-pub use forward::{FORWARDED_FROM_HEADER, ForwardFuture, GrpcForwarder, SendForwarder};
+pub use forward::{
+    FORWARDED_FROM_HEADER, ForwardFuture, GrpcForwarder, RouteAdvisor, RouteRedirect, SendForwarder,
+};
 
 /// Settings of the gRPC front.
 #[derive(Debug, Clone)]
@@ -81,6 +83,9 @@ pub struct GrpcConfig {
     /// Forwards a send whose messages the write gate gives to another region (active-standby
     /// home, FIFO group owner) to that region's cell; `None` refuses such a send instead.
     pub forwarder: Option<Arc<dyn SendForwarder>>,
+    /// Sends route queries to another region's cell when it says so (the router's view of
+    /// which region serves a client whose own region cannot); `None` always answers this cell.
+    pub route_advisor: Option<Arc<dyn RouteAdvisor>>,
 }
 
 impl Default for GrpcConfig {
@@ -101,6 +106,7 @@ impl Default for GrpcConfig {
             auto_create_topics: None,
             admin: None,
             forwarder: None,
+            route_advisor: None,
         }
     }
 }

@@ -219,14 +219,27 @@ impl CellService {
         let name = convert::resource_name(request.topic.as_ref(), "topic", Code::IllegalTopic)?;
         self.auto_create_topic(&name)?;
         let topic = self.inner.broker.topic(&name).map_err(Refusal::from)?;
-        let endpoints = self.broker_endpoints(request.endpoints.as_ref());
+        let redirect = self
+            .inner
+            .config
+            .route_advisor
+            .as_ref()
+            .and_then(|advisor| advisor.redirect(&topic.name));
+        let broker = match redirect {
+            Some(redirect) => pb::Broker {
+                name: redirect.broker_name,
+                id: 0,
+                endpoints: Some(endpoints_of(redirect.endpoint)),
+            },
+            None => self.broker_resource(self.broker_endpoints(request.endpoints.as_ref())),
+        };
         // Q1/Q2: never an OK route without queues; every queue names its topic and broker.
         Ok((0..topic.queue_count)
             .map(|id| pb::MessageQueue {
                 topic: Some(convert::resource(&topic.name)),
                 id: i32::try_from(id).unwrap_or(i32::MAX),
                 permission: Permission::ReadWrite as i32,
-                broker: Some(self.broker_resource(endpoints.clone())),
+                broker: Some(broker.clone()),
                 accept_message_types: convert::accepted_types(topic.message_type),
             })
             .collect())
