@@ -23,6 +23,15 @@ pub enum ChaosError {
         source: toml::de::Error,
     },
 
+    /// A workload or scenario field is unusable.
+    #[error("invalid `{field}`: {reason}")]
+    InvalidSpec {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+
     /// A schedule or history could not be parsed or written as JSON.
     #[error("invalid JSON")]
     Json(#[source] serde_json::Error),

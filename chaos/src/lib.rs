@@ -12,9 +12,12 @@
 //!   loss, duplicates, FIFO violations, RTO, RPO and replication lag, as a table or JSON.
 //! - [`links`] and [`control`]: links described in TOML, and the line commands the
 //!   `meridian-chaos` CLI reads on stdin to change faults at run time.
+//! - [`workload`]: producers and consumers per region over the RocketMQ v2 protocol, retrying a
+//!   failed send with the same id on the next region, recording the history the checker reads.
 //!
-//! **Depends on** tokio, rand, nix (signals), serde/serde_json/toml, parking_lot, thiserror, tracing;
-//! the CLI binary adds clap and tracing-subscriber.
+//! **Depends on** tokio, rand, nix (signals), serde/serde_json/toml, parking_lot, thiserror, tracing,
+//! and `meridian-proto` with tonic for the workload's wire (the wire definitions only, no server
+//! code); the CLI binary adds clap and tracing-subscriber.
 //!
 //! **Must not touch** the fabric's own crates (cell, meta, replicator, router, sdk): it drives a
 //! fabric only from the outside, over sockets and processes, so it tests what users would see and
@@ -42,6 +45,7 @@ pub mod links;
 pub mod process;
 pub mod proxy;
 pub mod schedule;
+pub mod workload;
 
 pub use checker::{CheckSpec, Report, check};
 pub use error::{ChaosError, Result};
@@ -52,3 +56,4 @@ pub use proxy::{
     ProxyControl, ProxyHandle, ProxyStats, TcpProxy, TcpProxyConfig, UdpProxy, UdpProxyConfig,
 };
 pub use schedule::{Schedule, ScheduleStep};
+pub use workload::{RegionTarget, WorkloadSpec, WorkloadTotals};
