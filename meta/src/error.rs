@@ -59,6 +59,8 @@ pub enum MetaError {
     },
     #[error("topic `{topic}` is active-active and has no home to move")]
     NoHomeToMove { topic: String },
+    #[error("topic `{topic}`: {reason}")]
+    InvalidMove { topic: String, reason: String },
     #[error("topic `{topic}` is not a FIFO topic")]
     NotFifoTopic { topic: String },
     #[error("consumer group `{group}`: invalid retry policy: {reason}")]

@@ -46,6 +46,15 @@ impl State {
                 expected_epoch,
             } => self.update_topic(spec, *expected_epoch),
             Command::DeleteTopic { name } => self.delete_topic(name),
+            Command::BeginTopicMove {
+                topic,
+                new_home,
+                expected_epoch,
+            } => self.begin_topic_move(topic, new_home, *expected_epoch),
+            Command::AbortTopicMove {
+                topic,
+                expected_epoch,
+            } => self.abort_topic_move(topic, *expected_epoch),
             Command::MoveTopicHome {
                 topic,
                 new_home,
@@ -239,6 +248,7 @@ impl State {
         let topic = Topic {
             spec: spec.clone(),
             epoch: 0,
+            moving_to: None,
         };
         self.topics.insert(spec.name.clone(), topic.clone());
         Ok(self.commit(
@@ -284,6 +294,12 @@ impl State {
         let topic = Topic {
             spec: spec.clone(),
             epoch,
+            // A topology change by update ends any switchover in progress.
+            moving_to: if topology_changed {
+                None
+            } else {
+                current.moving_to.clone()
+            },
         };
         self.topics.insert(spec.name.clone(), topic.clone());
         Ok(self.commit(
@@ -348,6 +364,7 @@ impl State {
             home: new_home.to_string(),
         };
         topic.epoch += 1;
+        topic.moving_to = None;
         let epoch = topic.epoch;
         self.topics.insert(name.to_string(), topic.clone());
         Ok(self.commit(
@@ -357,6 +374,71 @@ impl State {
             )],
             Outcome::Epoch { epoch },
         ))
+    }
+
+    /// The active-standby topic `name` at `expected_epoch`, for a switchover step.
+    fn movable_topic(&self, name: &str, expected_epoch: u64) -> Result<Topic, MetaError> {
+        let topic = self
+            .topics
+            .get(name)
+            .ok_or_else(|| MetaError::TopicNotFound {
+                topic: name.to_string(),
+            })?;
+        if !matches!(topic.spec.topology, Topology::ActiveStandby { .. }) {
+            return Err(MetaError::NoHomeToMove {
+                topic: name.to_string(),
+            });
+        }
+        check_epoch(&format!("topic `{name}`"), expected_epoch, topic.epoch)?;
+        Ok(topic.clone())
+    }
+
+    fn store_topic_epoch(&mut self, topic: Topic) -> CommandResult {
+        let epoch = topic.epoch;
+        let name = topic.spec.name.clone();
+        self.topics.insert(name.clone(), topic.clone());
+        Ok(self.commit(
+            vec![put(ObjectKey::Topic(name), Object::Topic(topic))],
+            Outcome::Epoch { epoch },
+        ))
+    }
+
+    fn begin_topic_move(
+        &mut self,
+        name: &str,
+        new_home: &str,
+        expected_epoch: u64,
+    ) -> CommandResult {
+        let mut topic = self.movable_topic(name, expected_epoch)?;
+        if !topic.spec.regions.contains(new_home) {
+            return Err(MetaError::HomeNotAmongRegions {
+                topic: name.to_string(),
+                home: new_home.to_string(),
+            });
+        }
+        if matches!(&topic.spec.topology, Topology::ActiveStandby { home } if home == new_home) {
+            return Err(MetaError::InvalidMove {
+                topic: name.to_string(),
+                reason: format!("`{new_home}` is already its home"),
+            });
+        }
+        self.check_home_active(new_home)?;
+        topic.moving_to = Some(new_home.to_string());
+        topic.epoch += 1;
+        self.store_topic_epoch(topic)
+    }
+
+    fn abort_topic_move(&mut self, name: &str, expected_epoch: u64) -> CommandResult {
+        let mut topic = self.movable_topic(name, expected_epoch)?;
+        if topic.moving_to.is_none() {
+            return Err(MetaError::InvalidMove {
+                topic: name.to_string(),
+                reason: "no switchover is in progress".to_string(),
+            });
+        }
+        topic.moving_to = None;
+        topic.epoch += 1;
+        self.store_topic_epoch(topic)
     }
 
     fn put_consumer_group(&mut self, group: &ConsumerGroup) -> CommandResult {

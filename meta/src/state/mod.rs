@@ -14,6 +14,8 @@ mod model;
 mod tests;
 #[cfg(test)]
 mod tests_ownership;
+#[cfg(test)]
+mod tests_switchover;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -83,6 +85,18 @@ pub enum Command {
     /// Refused while a consumer group subscribes to the topic.
     DeleteTopic {
         name: String,
+    },
+    /// Starts a planned switchover of an active-standby topic to `new_home`: compare-and-set
+    /// on the epoch, which it bumps; the old home stops taking writes (see `Topic::moving_to`).
+    BeginTopicMove {
+        topic: String,
+        new_home: String,
+        expected_epoch: u64,
+    },
+    /// Cancels a switchover in progress; the old home takes writes again. Bumps the epoch.
+    AbortTopicMove {
+        topic: String,
+        expected_epoch: u64,
     },
     /// Failover or switchover of an active-standby topic: compare-and-set on its epoch.
     MoveTopicHome {

@@ -86,6 +86,11 @@ pub struct Topic {
     /// Failover epoch: bumped by every home move, compared-and-set by every mover so that an
     /// actor holding an old epoch can never move the topic back.
     pub epoch: u64,
+    /// A planned switchover in progress: the region the home is moving to. While set, the
+    /// current home takes no new writes (they are answered "moving"); `MoveTopicHome` to this
+    /// region completes the move, `AbortTopicMove` cancels it. Both bump the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_to: Option<String>,
 }
 
 /// How a consumer group consumes.
