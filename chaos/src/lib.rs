@@ -12,6 +12,8 @@
 //!   loss, duplicates, FIFO violations, RTO, RPO and replication lag, as a table or JSON.
 //! - [`links`] and [`control`]: links described in TOML, and the line commands the
 //!   `meridian-chaos` CLI reads on stdin to change faults at run time.
+//! - [`drill`]: DR drills: scenarios as data (workload, fault timeline, promises), run against a
+//!   fabric the caller started, checked and judged.
 //! - [`workload`]: producers and consumers per region over the RocketMQ v2 protocol, retrying a
 //!   failed send with the same id on the next region, recording the history the checker reads.
 //!
@@ -38,6 +40,7 @@
 
 pub mod checker;
 pub mod control;
+pub mod drill;
 pub mod error;
 pub mod fault;
 pub mod history;
