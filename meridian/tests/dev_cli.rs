@@ -1,11 +1,12 @@
 //! End to end through the front door: runs the built `meridian` binary as `meridian dev` in a
 //! temporary data directory, waits for `ready`, then drives the CLI as a user would: create a
-//! topic in every region, send in us-east, receive in eu-west once replicated, region status,
+//! topic through meta (the endpoints file names meta; every region applies it), list meta's
+//! topics, send in us-east, receive in eu-west once replicated, region status,
 //! and a scrape of a region's `/metrics` for the replication series. A second test restarts
 //! `dev` on the same data directory and receives what was sent before the restart.
 //!
-//! `meridian dev` binds the fixed dev ports (8081-8083, 9201-9203, 9301-9303), so the two tests
-//! take a file lock and run one at a time even under a parallel test runner.
+//! `meridian dev` binds the fixed dev ports (8081-8083, 9101-9103, 9201-9203, 9301-9303), so
+//! the two tests take a file lock and run one at a time even under a parallel test runner.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -218,7 +219,14 @@ fn dev_fabric_replicates_and_the_cli_drives_it() {
     let endpoints_file = data.path().join("endpoints.json");
     let endpoints = json(&std::fs::read_to_string(&endpoints_file).unwrap());
     for region in ["us-east", "eu-west", "ap-south"] {
-        for key in ["grpc", "metrics", "replication"] {
+        for key in [
+            "grpc",
+            "meta",
+            "metrics",
+            "replication",
+            "tls_dir",
+            "admin_token_file",
+        ] {
             assert!(
                 endpoints[region][key].is_string(),
                 "{region}.{key} in {endpoints}"
@@ -243,6 +251,31 @@ fn dev_fabric_replicates_and_the_cli_drives_it() {
         assert_eq!(created[region]["name"], "orders", "{created}");
         assert_eq!(created[region]["type"], "normal", "{created}");
     }
+    // Meta's view: the demo topics and this one, in every region, async, active-active.
+    let listed = json(&cli(&["topic", "list", "--endpoints-file", file, "--json"]));
+    let names: Vec<&str> = listed["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|topic| topic["name"].as_str())
+        .collect();
+    for name in [
+        "demo-normal",
+        "demo-fifo",
+        "demo-delay",
+        "demo-txn",
+        "orders",
+    ] {
+        assert!(names.contains(&name), "{listed}");
+    }
+    let orders =
+        &listed["topics"].as_array().unwrap()[names.iter().position(|n| *n == "orders").unwrap()];
+    assert_eq!(
+        orders["regions"],
+        serde_json::json!(["ap-south", "eu-west", "us-east"])
+    );
+    assert_eq!(orders["replication"], "async");
+    assert_eq!(orders["topology"], "active-active");
 
     // Send in us-east.
     let sent = json(&cli(&[
@@ -386,6 +419,12 @@ fn dev_fabric_replicates_and_the_cli_drives_it() {
         ),
         "{metrics}"
     );
+    for series in [
+        "meridian_meta_leader_known{region=\"eu-west\"} 1",
+        "meridian_meta_agent_registered{region=\"eu-west\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
 
     // Errors name the flag and the fix, and never panic.
     let (ok, _, stderr) = cli_output(&["topic", "list", "--endpoint", "127.0.0.1"]);

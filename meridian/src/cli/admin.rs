@@ -1,37 +1,64 @@
 //! CLI commands over Meridian's admin API: topics, groups, message query and trace, region
 //! status. Each runs against every selected cell and reports per cell; a failure in one cell is
-//! reported with its label and makes the command fail after the others ran.
+//! reported with its label and makes the command fail after the others ran. `topic create` and
+//! `topic list` go through meta instead when the endpoints file names it (see [`super::meta`]).
 
 use anyhow::bail;
 use meridian_proto::admin::v1::{self as pb, TopicType, admin_client::AdminClient};
 use serde_json::json;
 
+use super::meta::{self, Replication, TopicRequest, TopologyArg, create_in_meta, list_in_meta};
 use super::{Endpoint, Target, connect, print_json};
 
 /// `meridian topic ...`
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum TopicCommand {
-    /// Create a topic in every selected cell (again with the same settings is fine).
+    /// Create a topic (again with the same settings is fine): through meta when the endpoints
+    /// file names meta (every region of `--regions` then gets it), otherwise in every selected
+    /// cell.
     Create {
         /// Topic name: ASCII letters, digits, `_` and `-`.
         name: String,
-        /// normal, fifo, delay, transaction or mixed.
+        /// normal, fifo, delay, transaction or mixed (mixed only with --cells).
         #[arg(long = "type", default_value = "normal", value_parser = parse_type)]
         kind: TopicType,
         /// Number of queues.
         #[arg(long, default_value_t = 4)]
         queues: u32,
+        /// Through meta: the regions that hold the topic, comma-separated (default: all).
+        // Its own id: the global `--region` selection's field is also called `regions`, and
+        // clap would not propagate a global argument whose id a subcommand already uses.
+        #[arg(long = "regions", id = "topic_regions", value_delimiter = ',')]
+        topic_regions: Vec<String>,
+        /// Through meta: `async` (acknowledged locally) or `sync-quorum` (acknowledged once a
+        /// majority of the topic's regions hold the message).
+        #[arg(long, value_enum, default_value = "async")]
+        replication: Replication,
+        /// Through meta: `active-active` (every region accepts writes) or `active-standby`
+        /// (only --home does).
+        #[arg(long, value_enum, default_value = "active-active")]
+        topology: TopologyArg,
+        /// Through meta, with --topology active-standby: the region that accepts writes.
+        #[arg(long)]
+        home: Option<String>,
+        /// Create in each selected cell directly, not through meta.
+        #[arg(long)]
+        cells: bool,
     },
     /// A topic's type and the offset range of each queue.
     Describe {
         /// Topic name.
         name: String,
     },
-    /// Every topic.
+    /// Every topic: meta's view (regions, replication, topology, home, epoch) when the
+    /// endpoints file names meta, otherwise each cell's.
     List {
-        /// Include system and dead-letter topics.
+        /// Include system and dead-letter topics (per cell).
         #[arg(long)]
         all: bool,
+        /// List each selected cell's topics, not meta's.
+        #[arg(long)]
+        cells: bool,
     },
 }
 
@@ -127,7 +154,7 @@ fn type_name(kind: i32) -> &'static str {
 }
 
 /// A status from the admin API as an error that names the cell.
-fn call_error(endpoint: &Endpoint, status: &tonic::Status) -> anyhow::Error {
+pub(super) fn call_error(endpoint: &Endpoint, status: &tonic::Status) -> anyhow::Error {
     anyhow::anyhow!(
         "{}: {} ({:?})",
         endpoint.label,
@@ -137,14 +164,14 @@ fn call_error(endpoint: &Endpoint, status: &tonic::Status) -> anyhow::Error {
 }
 
 /// What a command got from every target: the answers, and the cells that failed.
-struct Answers<T> {
-    results: Vec<(String, T)>,
-    failures: Vec<String>,
+pub(super) struct Answers<T> {
+    pub(super) results: Vec<(String, T)>,
+    pub(super) failures: Vec<String>,
 }
 
 impl<T> Answers<T> {
     /// Fails, after the caller printed the answers, when any cell failed.
-    fn finish(self) -> anyhow::Result<()> {
+    pub(super) fn finish(self) -> anyhow::Result<()> {
         if self.failures.is_empty() {
             return Ok(());
         }
@@ -216,7 +243,28 @@ fn print_topic(label: &str, topic: &pb::TopicInfo) {
 /// `meridian topic ...`
 pub(crate) async fn topic(command: TopicCommand, target: &Target) -> anyhow::Result<()> {
     match command {
-        TopicCommand::Create { name, kind, queues } => {
+        TopicCommand::Create {
+            name,
+            kind,
+            queues,
+            topic_regions,
+            replication,
+            topology,
+            home,
+            cells,
+        } => {
+            if !cells && let Some(access) = meta::access(target)? {
+                let request = TopicRequest {
+                    name: &name,
+                    kind: type_name(kind as i32),
+                    queues,
+                    regions: &topic_regions,
+                    replication,
+                    topology,
+                    home: home.as_deref(),
+                };
+                return create_in_meta(&access, &request, target).await;
+            }
             let answers = each(target, |mut client| {
                 let request = pb::CreateTopicRequest {
                     name: name.clone(),
@@ -250,7 +298,10 @@ pub(crate) async fn topic(command: TopicCommand, target: &Target) -> anyhow::Res
             }
             answers.finish()
         }
-        TopicCommand::List { all } => {
+        TopicCommand::List { all, cells } => {
+            if !cells && let Some(access) = meta::access(target)? {
+                return list_in_meta(&access, target).await;
+            }
             let answers = each(target, |mut client| {
                 let request = pb::ListTopicsRequest {
                     include_system: all,
@@ -282,7 +333,7 @@ pub(crate) async fn topic(command: TopicCommand, target: &Target) -> anyhow::Res
     }
 }
 
-fn report_topics(
+pub(super) fn report_topics(
     target: &Target,
     results: &[(String, pb::TopicInfo)],
     verb: &str,

@@ -8,9 +8,17 @@
 //! `--region`). Commands that change settings (topic create, group create, group rewind) apply
 //! to every target; read commands report every target; `send` and `receive` use exactly one.
 //! Human output by default, one JSON document with `--json`. Errors name the flag and the fix.
+//!
+//! Topics go through meta when the endpoints file names it (`meridian dev` writes each
+//! region's `meta` endpoint, certificate directory and admin token file): `topic create`
+//! (`--regions`, `--replication async|sync-quorum`, `--topology active-active|active-standby
+//! --home REGION`) writes the topic into meta, then waits until each selected cell among the
+//! topic's regions holds it, and `topic list` prints meta's view (regions, replication,
+//! topology, home, epoch). `--cells` keeps the per-cell path, as does an `--endpoint` target.
 
 mod admin;
 mod messaging;
+mod meta;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,34 +1,40 @@
 //! `meridian dev`: the embedded dev fabric on one machine.
 //!
 //! Every region of the dev fabric (`us-east`, `eu-west`, `ap-south` on 127.0.0.1, .2, .3; see
-//! `topology/src/dev.toml`) runs a cell: its storage, its broker and its RocketMQ 5 gRPC endpoint
-//! (with Meridian's admin API on the same port), so that the official RocketMQ clients can
-//! produce and consume against any region; and a replicator on the region's `replication` UDP
-//! endpoint with a QUIC link to every other region (full mesh, mutual TLS with certificates
-//! under `DATA_DIR/pki/`), so a message sent in one region becomes receivable in the others.
-//! Unknown topics and consumer groups are created on first use (NORMAL, 4 queues) unless
-//! `--no-auto-create-topics` is given. Demo topics and groups are created in each cell;
-//! `--topic` and `--group` add more. `DATA_DIR/endpoints.json` lists every endpoint; a line
-//! `ready` is printed once every region serves. Ctrl-C or SIGTERM stops it cleanly. Meta and
-//! routing join as those layers land; the inter-region links run without added latency.
+//! `topology/src/dev.toml`) runs in this process through [`crate::region`]: its meta node (the
+//! three form one meta Raft group), its cell (storage, broker, RocketMQ 5 gRPC endpoint with
+//! Meridian's admin API on the same port, metrics), its replicator (QUIC link to every other
+//! region) and its meta agent, which applies meta's topics and consumer groups to the cell.
+//! Meta, replication and the CLI's meta access use mutual TLS with certificates under
+//! `DATA_DIR/pki/` and the admin token in `DATA_DIR/pki/admin-token`.
+//!
+//! Demo topics and groups (and `--topic`/`--group` ones) are created THROUGH META, in every
+//! region, so each cell gets them from its watch; only `mixed` topics, which meta does not
+//! model, are created in each cell directly. Unknown topics and consumer groups are still
+//! created on first use in the cell that sees them (NORMAL, 4 queues; not recorded in meta)
+//! unless `--no-auto-create-topics` is given. `DATA_DIR/endpoints.json` lists every endpoint
+//! (with the meta endpoints); `ready` is printed once meta has a leader and every cell holds
+//! its topics. Ctrl-C or SIGTERM stops it cleanly. The inter-region links run without added
+//! latency.
 
-mod metrics;
 mod pki;
 
-use std::net::SocketAddr;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use meridian_cell::Hlc;
-use meridian_cell::grpc::{AdminConfig, GrpcConfig, ReplicationStatusSource, serve as serve_grpc};
-use meridian_cell::messaging::{Broker, BrokerConfig, GroupConfig, SystemClock, TopicMessageType};
-use meridian_cell::storage::{Durability, Storage, StorageConfig};
-use meridian_pki::NodeIdentity;
-use meridian_replicator::quic::{PeerConfig, Replicator, ReplicatorConfig};
-use meridian_topology::{CellConfig, FabricConfig, RegionConfig};
-use tokio::sync::watch;
+use meridian_cell::messaging::TopicMessageType;
+use meridian_cell::storage::Durability;
+use meridian_meta::state::{
+    Command, ConsumeOrder, ConsumerGroup, MessageType, Object, ObjectKind, ReplicationMode,
+    RetryPolicy as MetaRetryPolicy, TopicSpec, Topology,
+};
+use meridian_meta::{MetaError, MetaNode, NodeError};
+use meridian_topology::{FabricConfig, RegionConfig};
+
+use crate::region::{RegionOptions, RunningRegion, cell_dir, endpoint_addr};
 
 /// Queues of the demo topics.
 const DEMO_QUEUES: u32 = 4;
@@ -117,14 +123,13 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
     runtime.block_on(serve(args))
 }
 
-/// One running region.
-struct RegionCell {
-    name: String,
-    storage: Arc<Storage>,
-    replicator: Arc<Replicator>,
-    grpc: tokio::task::JoinHandle<()>,
-    metrics: tokio::task::JoinHandle<()>,
-}
+/// How long the regions may take, after they started, to elect a meta leader and apply the
+/// demo topics before `meridian dev` gives up.
+const READY_TIMEOUT_MS: u64 = 60_000;
+/// Attempts at meta's first read while it elects a leader (paused 50 ms doubling to 1 s).
+const SEED_ATTEMPTS_MAX: u32 = 100;
+/// Cell heartbeat period of the dev regions.
+const HEARTBEAT_INTERVAL_MS: u64 = 1_000;
 
 async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let config = FabricConfig::dev_default(&args.data_dir);
@@ -143,8 +148,9 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         });
     }
     let (identities, generated) = pki::identities(&args.data_dir, &hosts)?;
+    let admin_token = pki::admin_token(&args.data_dir)?;
     println!(
-        "  replication certificates {} {}",
+        "  replication certificates {} {} (meta uses them too)",
         if generated {
             "issued into"
         } else {
@@ -152,30 +158,49 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         },
         args.data_dir.join("pki").display()
     );
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut cells = Vec::new();
+    let mut running = Vec::with_capacity(regions.len());
     let mut endpoints = serde_json::Map::new();
-    for (region, identity) in regions.iter().zip(&identities) {
-        let cell = start_region(
-            region,
-            regions,
-            identity,
-            &fabric.config().cell,
-            &args,
-            shutdown_rx.clone(),
-        )
-        .await?;
+    for (region, identity) in regions.iter().zip(identities) {
+        let region_dir = region_dir(region, &args.data_dir);
+        let options = RegionOptions {
+            regions: regions.clone(),
+            cell: fabric.config().cell.clone(),
+            region: region.name.as_str().to_string(),
+            data_dir: region_dir.clone(),
+            identity: Arc::new(identity),
+            admin_token: admin_token.clone(),
+            durability: args.durability,
+            auto_create_queues: (!args.no_auto_create_topics).then_some(DEMO_QUEUES),
+            // The dev links run on loopback without added latency.
+            meta_expected_rtt_ms: 0,
+            heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
+        };
+        let started = match RunningRegion::start(&options).await {
+            Ok(started) => started,
+            Err(error) => {
+                stop_all(running).await;
+                return Err(error);
+            }
+        };
+        let identity_dir = pki::identity_dir(&args.data_dir, region.name.as_str());
         endpoints.insert(
-            cell.name.clone(),
+            started.name().to_string(),
             serde_json::json!({
                 "grpc": region.grpc.to_string(),
                 "admin": region.grpc.to_string(),
+                "meta": region.meta.to_string(),
                 "metrics": format!("http://{}/metrics", region.metrics),
                 "replication": region.replication.to_string(),
-                "data_dir": region_dir(region, &args.data_dir),
+                "data_dir": cell_dir(&region_dir),
+                "tls_dir": identity_dir,
+                "admin_token_file": args.data_dir.join("pki").join(pki::ADMIN_TOKEN_FILE),
             }),
         );
-        cells.push(cell);
+        running.push(started);
+    }
+    if let Err(error) = seed(&running, &args).await {
+        stop_all(running).await;
+        return Err(error);
     }
     let endpoints_path = args.data_dir.join("endpoints.json");
     std::fs::write(
@@ -185,15 +210,202 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     .with_context(|| format!("writing {}", endpoints_path.display()))?;
     print_summary(&args, regions, &endpoints_path);
     println!("ready");
-    wait_for_stop().await?;
+    let stopped = wait_for_stop().await;
     println!("stopping");
-    let _ = shutdown.send(true);
-    // All at once: a replicator that stops first would otherwise see its peers reconnect to
-    // it until their own turn came.
-    let stopping: Vec<_> = cells
+    stop_all(running).await;
+    stopped
+}
+
+/// Creates the demo and `--topic`/`--group` topics and groups through meta (every region gets
+/// them from its watch) and waits until meta has a leader and every cell holds them. Topics of
+/// type `mixed`, which meta does not model, are created in each cell directly.
+async fn seed(regions: &[RunningRegion], args: &DevArgs) -> anyhow::Result<()> {
+    let Some(first) = regions.first() else {
+        bail!("the dev fabric has no region");
+    };
+    let names: BTreeSet<String> = regions.iter().map(|r| r.name().to_string()).collect();
+    let mut topics: Vec<(String, TopicMessageType, u32)> = DEMO_TOPICS
         .iter()
-        .map(|cell| {
-            let replicator = Arc::clone(&cell.replicator);
+        .map(|(name, kind)| (name.to_string(), *kind, DEMO_QUEUES))
+        .collect();
+    topics.extend(args.topics.iter().cloned());
+    let mut through_meta = BTreeSet::new();
+    let mut specs = Vec::new();
+    for (name, kind, queues) in &topics {
+        match meta_type(*kind) {
+            Some(message_type) => {
+                through_meta.insert(name.clone());
+                specs.push(TopicSpec {
+                    name: name.clone(),
+                    queue_count: *queues,
+                    message_type,
+                    regions: names.clone(),
+                    replication: ReplicationMode::Async,
+                    topology: Topology::ActiveActive,
+                });
+            }
+            None => {
+                for region in regions {
+                    region
+                        .broker()
+                        .create_topic(name, *queues, *kind)
+                        .with_context(|| format!("--topic {name} in {}", region.name()))?;
+                }
+            }
+        }
+    }
+    let mut groups: Vec<ConsumerGroup> = DEMO_GROUPS
+        .iter()
+        .map(|(name, fifo)| {
+            let topics = if *fifo {
+                BTreeSet::from(["demo-fifo".to_string()])
+            } else {
+                BTreeSet::from([
+                    "demo-normal".to_string(),
+                    "demo-delay".to_string(),
+                    "demo-txn".to_string(),
+                ])
+            };
+            dev_group(name, *fifo, topics)
+        })
+        .collect();
+    groups.extend(
+        args.groups
+            .iter()
+            .map(|(name, fifo)| dev_group(name, *fifo, BTreeSet::new())),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(READY_TIMEOUT_MS);
+    // Meta refuses topics naming regions it does not know: wait for every agent to register
+    // its region (which also proves meta has a leader).
+    for region in regions {
+        let mut status = region.status();
+        let registered = tokio::time::timeout_at(deadline, status.wait_for(|s| s.registered))
+            .await
+            .is_ok_and(|waited| waited.is_ok());
+        if !registered {
+            bail!(
+                "region {} did not register in meta within {READY_TIMEOUT_MS} ms (status: {:?})",
+                region.name(),
+                *status.borrow()
+            );
+        }
+    }
+    let revision = tokio::time::timeout_at(deadline, seed_meta(first.meta(), specs, groups))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "meta did not elect a leader and take the demo topics within {READY_TIMEOUT_MS} ms"
+            )
+        })??;
+    for region in regions {
+        let mut status = region.status();
+        let applied = tokio::time::timeout_at(
+            deadline,
+            status.wait_for(|status| {
+                status.applied_revision >= revision && through_meta.is_subset(&status.topics)
+            }),
+        )
+        .await
+        .is_ok_and(|waited| waited.is_ok());
+        if !applied {
+            bail!(
+                "region {} did not apply meta's topics within {READY_TIMEOUT_MS} ms (status: {:?})",
+                region.name(),
+                *status.borrow()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Writes the topics and groups into meta (an existing topic is kept as it is, a group is
+/// written only when it differs); returns the revision the cells must reach.
+async fn seed_meta(
+    meta: &MetaNode,
+    specs: Vec<TopicSpec>,
+    groups: Vec<ConsumerGroup>,
+) -> anyhow::Result<u64> {
+    // Reads before the first election fail fast; retry them, at most `SEED_ATTEMPTS_MAX` times
+    // (and within the caller's deadline).
+    let mut pause = Duration::from_millis(50);
+    let mut attempts = 0;
+    let (_, existing_groups) = loop {
+        attempts += 1;
+        match meta.list(ObjectKind::ConsumerGroups).await {
+            Ok(listed) => break listed,
+            Err(error) if attempts >= SEED_ATTEMPTS_MAX => {
+                return Err(error).context("listing meta's consumer groups");
+            }
+            Err(error) => {
+                tracing::debug!(%error, "meta not ready yet");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    };
+    for spec in specs {
+        let name = spec.name.clone();
+        match meta.write(Command::CreateTopic { spec }).await {
+            Ok(_) | Err(NodeError::Rejected(MetaError::TopicExists { .. })) => {}
+            Err(error) => {
+                return Err(error).with_context(|| format!("creating topic {name} in meta"));
+            }
+        }
+    }
+    for group in groups {
+        if existing_groups.contains(&Object::ConsumerGroup(group.clone())) {
+            continue;
+        }
+        let name = group.name.clone();
+        meta.write(Command::PutConsumerGroup { group })
+            .await
+            .with_context(|| format!("creating consumer group {name} in meta"))?;
+    }
+    let (revision, _) = meta
+        .list(ObjectKind::Topics)
+        .await
+        .context("listing meta's topics")?;
+    Ok(revision)
+}
+
+/// Meta's message type for the cell's; `None` for `mixed`, which meta does not model.
+fn meta_type(kind: TopicMessageType) -> Option<MessageType> {
+    match kind {
+        TopicMessageType::Normal => Some(MessageType::Normal),
+        TopicMessageType::Fifo => Some(MessageType::Fifo),
+        TopicMessageType::Delay => Some(MessageType::Delay),
+        TopicMessageType::Transaction => Some(MessageType::Transaction),
+        TopicMessageType::Mixed => None,
+    }
+}
+
+/// A dev consumer group with retries close to RocketMQ's defaults (17 deliveries, 1 s doubling
+/// to 2 h; FIFO groups 1 s fixed).
+fn dev_group(name: &str, fifo: bool, topics: BTreeSet<String>) -> ConsumerGroup {
+    ConsumerGroup {
+        name: name.to_string(),
+        topics,
+        order: if fifo {
+            ConsumeOrder::Fifo
+        } else {
+            ConsumeOrder::Concurrent
+        },
+        broadcast: false,
+        retry: MetaRetryPolicy {
+            max_attempts: 17,
+            initial_backoff_ms: 1_000,
+            max_backoff_ms: if fifo { 1_000 } else { 7_200_000 },
+        },
+    }
+}
+
+/// Stops every region: all replicators at once (one that stopped first would otherwise see
+/// its peers reconnect to it until their own turn came), then each region.
+async fn stop_all(regions: Vec<RunningRegion>) {
+    let stopping: Vec<_> = regions
+        .iter()
+        .map(|region| {
+            let replicator = Arc::clone(region.replicator());
             tokio::spawn(async move { replicator.shutdown().await })
         })
         .collect();
@@ -202,24 +414,16 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
             tracing::warn!(%error, "a replicator's shutdown task failed");
         }
     }
-    for cell in cells {
-        // The gRPC server drains on the shutdown signal; bound the wait.
-        if tokio::time::timeout(Duration::from_secs(5), cell.grpc)
-            .await
-            .is_err()
-        {
-            tracing::warn!(region = %cell.name, "gRPC server did not stop within 5 s");
+    for region in regions {
+        let name = region.name().to_string();
+        if let Err(error) = region.close().await {
+            tracing::warn!(region = %name, error = format!("{error:#}"), "closing the region");
         }
-        cell.metrics.abort();
-        cell.storage
-            .close()
-            .with_context(|| format!("closing the storage of region {}", cell.name))?;
     }
-    Ok(())
 }
 
 /// Waits for Ctrl-C or SIGTERM (what process managers and test harnesses send).
-async fn wait_for_stop() -> anyhow::Result<()> {
+pub(crate) async fn wait_for_stop() -> anyhow::Result<()> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
@@ -279,181 +483,6 @@ fn region_dir(region: &RegionConfig, base: &Path) -> PathBuf {
         .data_dir
         .clone()
         .unwrap_or_else(|| base.join(region.name.as_str()))
-        .join("cell")
-}
-
-fn storage_config(
-    region: &RegionConfig,
-    cell: &CellConfig,
-    args: &DevArgs,
-) -> anyhow::Result<StorageConfig> {
-    let mut config = StorageConfig::new(region_dir(region, &args.data_dir), region.name.as_str());
-    config.durability = args.durability.unwrap_or(match cell.durability {
-        meridian_topology::Durability::Sync => Durability::Sync,
-        meridian_topology::Durability::Async => Durability::Async,
-    });
-    config.segment_size_bytes = cell.segment_size_bytes;
-    config.group_commit_max_wait_us = cell.group_commit_max_wait_us;
-    config.group_commit_max_bytes = usize::try_from(cell.group_commit_max_bytes)
-        .context("[cell] group_commit_max_bytes does not fit this machine")?;
-    config.async_flush_interval_ms = cell.async_flush_interval_ms;
-    config.retention_max_age_ms = Some(cell.retention_max_age_s.saturating_mul(1_000));
-    config.retention_max_total_bytes = cell.retention_max_total_bytes;
-    Ok(config)
-}
-
-fn open_broker(
-    region: &RegionConfig,
-    cell: &CellConfig,
-    args: &DevArgs,
-) -> anyhow::Result<(Arc<Storage>, Arc<Broker>, Durability, PathBuf)> {
-    let name = region.name.as_str();
-    let config = storage_config(region, cell, args)?;
-    let durability = config.durability;
-    let dir = config.dir.clone();
-    let storage = Arc::new(
-        Storage::open(config, Arc::new(Hlc::system(Duration::from_millis(500))))
-            .with_context(|| format!("opening the cell storage of {name} in {}", dir.display()))?,
-    );
-    let broker = Broker::open(
-        Arc::clone(&storage),
-        BrokerConfig::default(),
-        Arc::new(SystemClock),
-    )
-    .with_context(|| format!("opening the broker of {name}"))?;
-    for (topic, kind) in DEMO_TOPICS {
-        broker
-            .create_topic(topic, DEMO_QUEUES, kind)
-            .with_context(|| format!("creating demo topic {topic} in {name}"))?;
-    }
-    for (topic, kind, queues) in &args.topics {
-        broker
-            .create_topic(topic, *queues, *kind)
-            .with_context(|| format!("--topic {topic}"))?;
-    }
-    for (group, fifo) in DEMO_GROUPS
-        .iter()
-        .map(|(group, fifo)| (group.to_string(), *fifo))
-        .chain(args.groups.iter().cloned())
-    {
-        broker
-            .create_group(GroupConfig::new(group.clone(), fifo))
-            .with_context(|| format!("creating consumer group {group} in {name}"))?;
-    }
-    Ok((storage, broker, durability, dir))
-}
-
-/// Starts the replicator of `region`: it listens on the region's `replication` endpoint and
-/// links to every other region of the fabric (links retry with backoff until peers are up).
-fn start_replicator(
-    region: &RegionConfig,
-    all: &[RegionConfig],
-    identity: &NodeIdentity,
-    storage: &Arc<Storage>,
-) -> anyhow::Result<Arc<Replicator>> {
-    let name = region.name.as_str();
-    let listen = endpoint_addr(&region.replication, "replication", region)?;
-    let mut config = ReplicatorConfig::with_identity(name, listen, identity)
-        .with_context(|| format!("the replication TLS configuration of {name}"))?;
-    for peer in all.iter().filter(|peer| peer.name != region.name) {
-        config.peers.push(PeerConfig {
-            region: peer.name.as_str().to_string(),
-            addr: endpoint_addr(&peer.replication, "replication", peer)?,
-            server_name: peer.name.as_str().to_string(),
-        });
-    }
-    let replicator = Replicator::start(config, Arc::clone(storage)).with_context(|| {
-        format!(
-            "starting the replicator of {name} on UDP {listen} (is another `meridian dev` running?)"
-        )
-    })?;
-    Ok(Arc::new(replicator))
-}
-
-async fn start_region(
-    region: &RegionConfig,
-    all: &[RegionConfig],
-    identity: &NodeIdentity,
-    cell: &CellConfig,
-    args: &DevArgs,
-    shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<RegionCell> {
-    let name = region.name.as_str().to_string();
-    let (storage, broker, durability, dir) = open_broker(region, cell, args)?;
-    tokio::spawn(Arc::clone(&broker).run(shutdown.clone()));
-    let replicator = start_replicator(region, all, identity, &storage)?;
-    let region_metrics = metrics::RegionMetrics {
-        region: name.clone(),
-        storage: Arc::clone(&storage),
-        broker: Arc::clone(&broker),
-        replicator: Arc::clone(&replicator),
-        origins: all
-            .iter()
-            .filter(|other| other.name != region.name)
-            .map(|other| other.name.as_str().to_string())
-            .collect(),
-    };
-
-    let grpc_addr = endpoint_addr(&region.grpc, "grpc", region)?;
-    let listener = tokio::net::TcpListener::bind(grpc_addr)
-        .await
-        .with_context(|| format!("binding the gRPC endpoint {grpc_addr} of {name}"))?;
-    let status_source = region_metrics.clone();
-    let grpc_config = GrpcConfig {
-        advertised_endpoint: Some(grpc_addr),
-        broker_name: format!("{name}-cell"),
-        auto_create_topics: (!args.no_auto_create_topics).then_some(DEMO_QUEUES),
-        admin: Some(AdminConfig {
-            replication_status: Some(ReplicationStatusSource(Arc::new(move || {
-                status_source.replication_status()
-            }))),
-        }),
-        ..GrpcConfig::default()
-    };
-    let grpc_broker = Arc::clone(&broker);
-    let region_name = name.clone();
-    let grpc = tokio::spawn(async move {
-        if let Err(error) = serve_grpc(grpc_broker, listener, grpc_config, shutdown).await {
-            tracing::error!(region = %region_name, %error, "gRPC endpoint stopped");
-        }
-    });
-
-    let metrics_addr = endpoint_addr(&region.metrics, "metrics", region)?;
-    let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
-        .await
-        .with_context(|| format!("binding the metrics endpoint {metrics_addr} of {name}"))?;
-    let metrics = tokio::spawn(metrics::serve(metrics_listener, region_metrics));
-    let report = storage.recovery_report();
-    println!(
-        "region {name}: RocketMQ and admin gRPC {grpc_addr}, metrics http://{metrics_addr}/metrics, \
-         replication UDP {}, {durability} durability, data {} (recovered in {} ms, re-indexed {} records)",
-        region.replication,
-        dir.display(),
-        report.duration.as_millis(),
-        report.reindexed_records
-    );
-    Ok(RegionCell {
-        name,
-        storage,
-        replicator,
-        grpc,
-        metrics,
-    })
-}
-
-fn endpoint_addr(
-    endpoint: &meridian_topology::Endpoint,
-    what: &str,
-    region: &RegionConfig,
-) -> anyhow::Result<SocketAddr> {
-    let host = endpoint.host();
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => Ok(SocketAddr::new(ip, endpoint.port())),
-        Err(_) => bail!(
-            "region {}: the {what} host {host:?} must be an IP address in dev",
-            region.name.as_str()
-        ),
-    }
 }
 
 #[cfg(test)]

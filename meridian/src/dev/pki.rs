@@ -5,6 +5,9 @@
 //! across restarts. The CA's private key is never written (the dev CA lives in memory only):
 //! when an identity is missing the whole set is issued again from a new CA, since a lone new
 //! certificate could not be signed by the old CA. Loaded identities must all trust the same CA.
+//!
+//! The meta admin token of the dev fabric lives beside them in `DATA_DIR/pki/admin-token`
+//! (generated on the first run, 32 random bytes in hex); the CLI reads it from there.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +24,35 @@ pub(crate) struct RegionHost {
 /// Directory of a region's identity.
 pub(crate) fn identity_dir(data_dir: &Path, region: &str) -> PathBuf {
     data_dir.join("pki").join(region)
+}
+
+/// File holding the dev fabric's meta admin token.
+pub(crate) const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Loads the dev admin token, or generates and writes one on the first run.
+pub(crate) fn admin_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("pki").join(ADMIN_TOKEN_FILE);
+    if path.is_file() {
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the admin token {}", path.display()))?;
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            bail!(
+                "the admin token file {} is empty; delete it to issue a new one",
+                path.display()
+            );
+        }
+        return Ok(token);
+    }
+    let bytes: [u8; 32] = rand::random();
+    let token: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&path, format!("{token}\n"))
+        .with_context(|| format!("writing the admin token {}", path.display()))?;
+    Ok(token)
 }
 
 /// Loads every region's identity, or issues a new set when any is missing. Returns them in the
@@ -113,6 +145,14 @@ mod tests {
         assert!(!generated);
         assert_eq!(first[0].cert_chain_pem, second[0].cert_chain_pem);
         assert_eq!(first[1].key_pem, second[1].key_pem);
+    }
+
+    #[test]
+    fn the_admin_token_is_generated_once_and_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = admin_token(dir.path()).unwrap();
+        assert_eq!(first.len(), 64);
+        assert_eq!(admin_token(dir.path()).unwrap(), first);
     }
 
     #[test]

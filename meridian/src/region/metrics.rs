@@ -1,6 +1,7 @@
-//! The Prometheus endpoint of each dev region (`GET /metrics`, text format 0.0.4): storage and
-//! broker gauges of the region's cell, and its replicator's link counters
-//! (`meridian_replication_*`) with the position applied from each origin region.
+//! The Prometheus endpoint of each region (`GET /metrics`, text format 0.0.4): storage and
+//! broker gauges of the region's cell, its replicator's link counters
+//! (`meridian_replication_*`) with the position applied from each origin region, and the
+//! state of its meta node and meta agent (`meridian_meta_*`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,7 +9,11 @@ use std::sync::atomic::Ordering;
 use meridian_cell::grpc::ReplicationStatus;
 use meridian_cell::messaging::Broker;
 use meridian_cell::storage::Storage;
+use meridian_meta::MetaNode;
 use meridian_replicator::quic::{LinkStats, Replicator, load_checkpoint};
+use tokio::sync::watch;
+
+use super::AgentStatus;
 
 /// What one region's metrics endpoint reads.
 #[derive(Clone)]
@@ -17,6 +22,8 @@ pub(crate) struct RegionMetrics {
     pub(crate) storage: Arc<Storage>,
     pub(crate) broker: Arc<Broker>,
     pub(crate) replicator: Arc<Replicator>,
+    pub(crate) meta: MetaNode,
+    pub(crate) agent: watch::Receiver<AgentStatus>,
     /// The other regions, whose records this one receives.
     pub(crate) origins: Vec<String>,
 }
@@ -85,6 +92,50 @@ impl RegionMetrics {
             .collect()
     }
 
+    /// The meta node's and the meta agent's series: name, kind, help, value.
+    fn meta_series(&self) -> [(&'static str, &'static str, &'static str, u64); 6] {
+        let leader = self.meta.leader().map(|(id, _)| id);
+        let agent = self.agent.borrow().clone();
+        [
+            (
+                "meridian_meta_leader_known",
+                "gauge",
+                "1 when this region's meta node knows a leader.",
+                u64::from(leader.is_some()),
+            ),
+            (
+                "meridian_meta_is_leader",
+                "gauge",
+                "1 when this region's meta node leads the meta group.",
+                u64::from(leader == Some(self.meta.id())),
+            ),
+            (
+                "meridian_meta_agent_registered",
+                "gauge",
+                "1 once the region and its cell are recorded in meta.",
+                u64::from(agent.registered),
+            ),
+            (
+                "meridian_meta_agent_applied_revision",
+                "gauge",
+                "Meta revision whose topics and groups the cell holds.",
+                agent.applied_revision,
+            ),
+            (
+                "meridian_meta_agent_topics",
+                "gauge",
+                "Topics of this region per meta that the cell holds.",
+                agent.topics.len() as u64,
+            ),
+            (
+                "meridian_meta_agent_heartbeats_accepted_total",
+                "counter",
+                "Cell heartbeats meta accepted.",
+                agent.heartbeats_accepted,
+            ),
+        ]
+    }
+
     fn render(&self) -> String {
         let storage = &self.storage;
         let broker = &self.broker;
@@ -147,7 +198,10 @@ impl RegionMetrics {
                 "Half messages waiting for commit or rollback.",
                 broker.open_transactions() as u64,
             ),
-        ] {
+        ]
+        .into_iter()
+        .chain(self.meta_series())
+        {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{region=\"{region}\"}} {value}\n"
             ));
