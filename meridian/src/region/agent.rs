@@ -306,8 +306,8 @@ impl Agent {
 }
 
 /// Applies `plan` to `broker`: creates missing topics, writes changed groups, replaces the
-/// `sync-quorum` set. Returns the planned topics the cell holds and the errors met (a topic
-/// whose queue count or type changed in meta cannot be altered in a running cell yet).
+/// `sync-quorum` set, grows queues that meta raised. Returns the planned topics the cell holds
+/// and the errors met (a type change or fewer queues in meta is not applied to a running cell).
 pub(crate) fn apply_to_broker(
     broker: &Broker,
     plan: &CellPlan,
@@ -320,8 +320,21 @@ pub(crate) fn apply_to_broker(
             Ok(_) => {
                 held.insert(name.clone());
             }
+            Err(MessagingError::TopicConflict {
+                existing,
+                existing_queue_count,
+                ..
+            }) if existing == topic.message_type && existing_queue_count < topic.queue_count => {
+                // More queues in meta: the cell grows (queues never shrink).
+                held.insert(name.clone());
+                if let Err(error) = broker.grow_topic_queues(name, topic.queue_count) {
+                    tracing::warn!(topic = %name, %error, "growing a topic's queues from meta");
+                    errors.push(format!("topic {name}: {error}"));
+                }
+            }
             Err(error @ MessagingError::TopicConflict { .. }) => {
-                // The cell keeps the old settings and the topic stays usable with them.
+                // A type change or fewer queues: the cell keeps the old settings and the topic
+                // stays usable with them.
                 held.insert(name.clone());
                 tracing::warn!(topic = %name, %error, "topic settings changed in meta; the cell keeps its own");
                 errors.push(format!("topic {name}: {error}"));

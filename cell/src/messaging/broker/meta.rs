@@ -107,6 +107,47 @@ impl Broker {
         Ok(config)
     }
 
+    /// Raises a topic's queue count (a metadata change applied from meta, say). Queues only
+    /// grow: shrinking would strand the messages of the removed queues. Asking for the current
+    /// count is a no-op.
+    pub fn grow_topic_queues(
+        &self,
+        name: &str,
+        queue_count: u32,
+    ) -> Result<TopicConfig, MessagingError> {
+        let max = self.config.limits.max_queues_per_topic;
+        if queue_count == 0 || queue_count > max {
+            return Err(MessagingError::InvalidRequest {
+                field: "queue count",
+                value: u64::from(queue_count),
+                max: u64::from(max),
+            });
+        }
+        let _write = self.meta_write.lock();
+        let existing = self.topic(name)?;
+        if queue_count == existing.queue_count {
+            return Ok(existing);
+        }
+        if queue_count < existing.queue_count {
+            return Err(MessagingError::TopicConflict {
+                topic: name.to_string(),
+                existing: existing.message_type,
+                existing_queue_count: existing.queue_count,
+            });
+        }
+        let grown = TopicConfig {
+            queue_count,
+            ..existing.clone()
+        };
+        self.topics.write().insert(name.to_string(), grown.clone());
+        if let Err(error) = self.persist_topics() {
+            self.topics.write().insert(name.to_string(), existing);
+            return Err(error);
+        }
+        tracing::info!(topic = name, queue_count, "topic queues grown");
+        Ok(grown)
+    }
+
     /// The dead-letter topic of a group, created on first use (one queue, any message type).
     pub(super) fn ensure_dlq_topic(&self, group: &str) -> Result<TopicConfig, MessagingError> {
         let name = names::dlq_topic(group);

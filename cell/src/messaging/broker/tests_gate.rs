@@ -1,5 +1,5 @@
-//! The write gate: a refused send stores nothing and names the home region and epoch; an
-//! accepted one is stamped with the epoch it was accepted under.
+//! The write gate (a refused send stores nothing and names the home region and epoch; an
+//! accepted one is stamped with the epoch it was accepted under) and topic queue growth.
 
 #![allow(clippy::unwrap_used)]
 
@@ -107,4 +107,35 @@ async fn without_a_gate_nothing_is_stamped() {
     broker.send(vec![message("orders", "m1")]).await.unwrap();
     let got = receive_n(&broker, &request("g", "orders", 32, 1_000), 1).await;
     assert!(!got[0].record.properties.contains_key(PROP_WRITE_EPOCH));
+}
+
+#[tokio::test]
+async fn queues_only_grow_and_new_queues_take_sends() {
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let (dir, broker) = setup(2, TopicMessageType::Normal, clock.clone() as Arc<dyn Clock>);
+    assert_eq!(
+        broker.grow_topic_queues("orders", 2).unwrap().queue_count,
+        2
+    );
+    assert!(matches!(
+        broker.grow_topic_queues("orders", 1),
+        Err(MessagingError::TopicConflict { .. })
+    ));
+    assert!(matches!(
+        broker.grow_topic_queues("missing", 4),
+        Err(MessagingError::TopicNotFound { .. })
+    ));
+    assert_eq!(
+        broker.grow_topic_queues("orders", 6).unwrap().queue_count,
+        6
+    );
+    let mut pinned = message("orders", "q5");
+    pinned.queue_id = Some(5);
+    broker.send(vec![pinned]).await.unwrap();
+    // The change persists.
+    let storage = Arc::clone(broker.storage());
+    drop(broker);
+    let broker = Broker::open(storage, super::tests::test_config(), clock).unwrap();
+    assert_eq!(broker.topic("orders").unwrap().queue_count, 6);
+    drop(dir);
 }
