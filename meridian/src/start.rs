@@ -25,7 +25,7 @@ use crate::region::{RegionOptions, RunningRegion};
 /// Queues of topics created on first use.
 const AUTO_CREATE_QUEUES: u32 = 4;
 /// Cell heartbeat period.
-const HEARTBEAT_INTERVAL_MS: u64 = 1_000;
+const HEARTBEAT_INTERVAL_MS: u64 = meridian_router::health::DEFAULT_HEARTBEAT_INTERVAL_MS;
 
 /// Arguments of `meridian start`.
 #[derive(Debug, clap::Args)]
@@ -118,6 +118,7 @@ fn options_from(fabric: &Fabric, args: &StartArgs) -> anyhow::Result<RegionOptio
         auto_create_queues: (!args.no_auto_create_topics).then_some(AUTO_CREATE_QUEUES),
         meta_expected_rtt_ms: fabric.latency().max_rtt_ms(),
         heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
+        proximity: crate::region::proximity(fabric.latency()),
     })
 }
 

@@ -64,3 +64,8 @@ fn cell_restart() {
 fn region_pause() {
     drill("region-pause");
 }
+
+#[test]
+fn standby_failover() {
+    drill("standby-failover");
+}

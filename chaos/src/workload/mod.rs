@@ -4,7 +4,8 @@
 //! Producers send at a fixed rate (normal or FIFO messages over `message_groups` groups), each
 //! message with an id unique to the run. A send that fails is retried with the **same id** on
 //! the next region in the producer's preference list (its own region first, then the others in
-//! the order given), at most `max_send_attempts` times: so a retried send is deduplicated by
+//! the order given), after a pause growing by 100 ms per attempt, at most `max_send_attempts`
+//! times: so a retried send is deduplicated by
 //! the fabric, never stored twice, and a dead region costs the producer one
 //! `request_timeout_ms` per message until it moves on. A producer stays on the region that last
 //! acknowledged, so after a failover it keeps using the survivor. Consumers long-poll their own
@@ -112,6 +113,11 @@ fn default_invisible_ms() -> u64 {
 fn default_body_bytes() -> usize {
     256
 }
+
+/// Pause after a failed attempt grows by this much per attempt, ms.
+const RETRY_PAUSE_MS_STEP: u64 = 100;
+/// Longest pause between two attempts, ms.
+const RETRY_PAUSE_MS_MAX: u64 = 1_000;
 
 /// Most producers or consumers one workload may start.
 pub const MAX_WORKERS: usize = 256;
@@ -321,8 +327,14 @@ async fn produce(
                 }
                 Err(error) => {
                     last_error = error;
-                    // Move on: the same id goes to the next region of the preference list.
+                    // Move on: the same id goes to the next region of the preference list,
+                    // after a pause that grows with the attempts (a failover takes a moment).
                     current = (current + 1) % clients.len();
+                    if attempt < spec.max_send_attempts {
+                        let pause_ms =
+                            (RETRY_PAUSE_MS_STEP * u64::from(attempt)).min(RETRY_PAUSE_MS_MAX);
+                        tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                    }
                 }
             }
         }

@@ -129,7 +129,7 @@ const READY_TIMEOUT_MS: u64 = 60_000;
 /// Attempts at meta's first read while it elects a leader (paused 50 ms doubling to 1 s).
 const SEED_ATTEMPTS_MAX: u32 = 100;
 /// Cell heartbeat period of the dev regions.
-const HEARTBEAT_INTERVAL_MS: u64 = 1_000;
+const HEARTBEAT_INTERVAL_MS: u64 = meridian_router::health::DEFAULT_HEARTBEAT_INTERVAL_MS;
 
 async fn serve(args: DevArgs) -> anyhow::Result<()> {
     let config = FabricConfig::dev_default(&args.data_dir);
@@ -174,6 +174,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
             // The dev links run on loopback without added latency.
             meta_expected_rtt_ms: 0,
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
+            proximity: crate::region::proximity(fabric.latency()),
         };
         let started = match RunningRegion::start(&options).await {
             Ok(started) => started,

@@ -42,6 +42,8 @@ pub(crate) struct AgentStatus {
     pub(crate) heartbeats_accepted: u64,
     /// The last problem met, for status output.
     pub(crate) last_error: Option<String>,
+    /// Meta's topics as the router's route table (homes, epochs, switchovers).
+    pub(crate) routes: meridian_router::RouteTable,
 }
 
 /// Who the agent speaks for and how often.
@@ -293,7 +295,9 @@ impl Agent {
                 }
             }
         }
+        let routes = super::routing::routes_of(mirror.topics().values());
         self.status.send_modify(|status| {
+            status.routes = routes;
             status.applied_revision = plan.revision;
             status.topics = held;
             status.sync_quorum_topics = plan.sync_quorum_topics.clone();

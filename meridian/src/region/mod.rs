@@ -27,6 +27,7 @@ pub(crate) mod agent;
 mod agent_tests;
 pub(crate) mod metrics;
 pub(crate) mod plan;
+pub(crate) mod routing;
 #[cfg(test)]
 mod tests;
 
@@ -38,7 +39,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use meridian_cell::Hlc;
-use meridian_cell::grpc::{AdminConfig, GrpcConfig, ReplicationStatusSource, serve as serve_grpc};
+use meridian_cell::grpc::{
+    AdminConfig, GrpcConfig, GrpcForwarder, ReplicationStatusSource, SendForwarder,
+    serve as serve_grpc,
+};
 use meridian_cell::messaging::{Broker, BrokerConfig, SystemClock};
 use meridian_cell::storage::{Durability, Storage, StorageConfig};
 use meridian_meta::client::{ClientCredentials, MetaClient};
@@ -55,6 +59,11 @@ pub(crate) use agent::AgentStatus;
 
 /// How long the gRPC server may take to drain on stop.
 const GRPC_STOP_TIMEOUT_MS: u64 = 5_000;
+/// Longest a send forwarded to another region's cell may take.
+const FORWARD_TIMEOUT_MS: u64 = 5_000;
+/// Meta records cell heartbeats in one Raft write this often: fresh enough that the router's
+/// health view (suspect after 750 ms of silence) never sees a live region as silent.
+const META_HEARTBEAT_FLUSH_MS: u64 = 200;
 
 /// Everything needed to run one region.
 #[derive(Clone)]
@@ -77,8 +86,11 @@ pub(crate) struct RegionOptions {
     pub(crate) auto_create_queues: Option<u32>,
     /// Expected round trip between the farthest meta nodes (derives the Raft timers).
     pub(crate) meta_expected_rtt_ms: u64,
-    /// Cell heartbeat period.
+    /// Cell heartbeat period (also the write lease's renewal period).
     pub(crate) heartbeat_interval_ms: u64,
+    /// For each region, every region nearest first (the topology's latency map): failover
+    /// targets and heirs.
+    pub(crate) proximity: BTreeMap<String, Vec<String>>,
 }
 
 impl RegionOptions {
@@ -123,6 +135,24 @@ impl RegionOptions {
     }
 }
 
+/// For each region of `latency`, every region nearest first.
+pub(crate) fn proximity(latency: &meridian_topology::LatencyMap) -> BTreeMap<String, Vec<String>> {
+    latency
+        .regions()
+        .iter()
+        .map(|from| {
+            (
+                from.as_str().to_string(),
+                latency
+                    .by_proximity(from)
+                    .into_iter()
+                    .map(|region| region.as_str().to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 /// The cell id this binary registers for `region` (one cell per region).
 pub(crate) fn cell_id(region: &str) -> String {
     format!("{region}-cell")
@@ -138,6 +168,8 @@ pub(crate) struct RunningRegion {
     grpc: JoinHandle<()>,
     metrics: JoinHandle<()>,
     agent: JoinHandle<()>,
+    /// Lease renewal, route following and the failover driver.
+    routing: Vec<JoinHandle<()>>,
     status: watch::Receiver<AgentStatus>,
     shutdown: watch::Sender<bool>,
 }
@@ -203,10 +235,41 @@ impl RunningRegion {
         };
         let (agent, status) = agent::spawn(
             agent_config,
-            client,
+            Arc::clone(&client),
             Arc::clone(&broker),
             shutdown_rx.clone(),
         );
+        let router = Arc::new(routing::RegionRouter::new(&name, options.proximity.clone()));
+        broker.set_write_gate(Arc::clone(&router) as Arc<dyn meridian_cell::messaging::WriteGate>);
+        let routing = vec![
+            tokio::spawn(routing::follow_routes(
+                Arc::clone(&router),
+                status.clone(),
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(routing::renew_lease(
+                Arc::clone(&router),
+                Arc::clone(&client),
+                options.heartbeat_interval_ms,
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(routing::drive_failover(
+                router,
+                client,
+                meta.node().clone(),
+                Arc::clone(&broker),
+                shutdown_rx.clone(),
+            )),
+        ];
+        let forwarder = GrpcForwarder::new(
+            options
+                .regions
+                .iter()
+                .filter(|other| other.name.as_str() != name)
+                .map(|other| (other.name.as_str().to_string(), other.grpc.to_string())),
+            FORWARD_TIMEOUT_MS,
+        )
+        .context("the forwarder to other regions' cells")?;
         let region_metrics = metrics::RegionMetrics {
             region: name.clone(),
             storage: Arc::clone(&storage),
@@ -226,6 +289,7 @@ impl RunningRegion {
                     status_source.replication_status()
                 }))),
             }),
+            forwarder: Some(Arc::new(forwarder) as Arc<dyn SendForwarder>),
             ..GrpcConfig::default()
         };
         let grpc_broker = Arc::clone(&broker);
@@ -259,6 +323,7 @@ impl RunningRegion {
             grpc,
             metrics,
             agent,
+            routing,
             status,
             shutdown,
         })
@@ -297,6 +362,9 @@ impl RunningRegion {
             tracing::warn!(region = %self.name, "gRPC server did not stop within {GRPC_STOP_TIMEOUT_MS} ms");
         }
         self.agent.abort();
+        for task in self.routing {
+            task.abort();
+        }
         self.metrics.abort();
         self.meta.stop().await;
         self.storage
@@ -319,7 +387,8 @@ async fn start_meta(options: &RegionOptions, region: &RegionConfig) -> anyhow::R
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the meta endpoint {addr} of {name}"))?;
-    let config = meridian_meta::MetaConfig::new(node_id, options.meta_expected_rtt_ms);
+    let mut config = meridian_meta::MetaConfig::new(node_id, options.meta_expected_rtt_ms);
+    config.heartbeat_flush_interval_ms = META_HEARTBEAT_FLUSH_MS;
     let node_options = NodeOptions {
         config,
         credentials: Credentials {

@@ -39,7 +39,6 @@ impl MetaMirror {
     }
 
     /// The topics, by name.
-    #[cfg(test)]
     pub(crate) fn topics(&self) -> &BTreeMap<String, Topic> {
         &self.topics
     }

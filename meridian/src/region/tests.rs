@@ -81,6 +81,17 @@ impl TestFabric {
                 auto_create_queues: None,
                 meta_expected_rtt_ms: 0,
                 heartbeat_interval_ms: 200,
+                proximity: ["east", "north", "west"]
+                    .iter()
+                    .map(|from| {
+                        let mut order: Vec<String> = ["east", "north", "west"]
+                            .iter()
+                            .map(|r| r.to_string())
+                            .collect();
+                        order.sort_by_key(|region| region != from);
+                        (from.to_string(), order)
+                    })
+                    .collect(),
             };
             regions.push(RunningRegion::start(&options).await.unwrap());
         }

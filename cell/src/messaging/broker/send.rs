@@ -29,6 +29,48 @@ enum Route {
     Half,
 }
 
+/// A message of a send that is stored already.
+#[derive(Debug, Clone)]
+enum StoredCopy {
+    /// In the log: its receipt and log position.
+    Stored(SendReceipt, u64),
+    /// Earlier in the same batch, at this index.
+    InBatch(usize),
+}
+
+/// Turns a record built by [`Broker::send`] back into the message it was built from (the slow
+/// path sends the fresh messages of a partly retried batch again).
+fn outgoing_again(mut record: NewRecord, route: Route, queue_id: u32) -> OutgoingMessage {
+    if route != Route::Direct {
+        if let Some(topic) = record.properties.remove(PROP_REAL_TOPIC) {
+            record.topic = topic;
+        }
+        record.properties.remove(PROP_REAL_QUEUE);
+    }
+    let transaction_check_delay_ms = record
+        .properties
+        .remove(PROP_TXN_CHECK_DELAY_MS)
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(0);
+    let born_host = record.properties.remove(PROP_BORN_HOST).unwrap_or_default();
+    record.properties.remove(PROP_WRITE_EPOCH);
+    OutgoingMessage {
+        message_id: record.message_id,
+        topic: record.topic,
+        queue_id: Some(queue_id),
+        message_type: record.message_type,
+        tags: record.tags,
+        keys: record.keys,
+        message_group: record.message_group,
+        properties: record.properties,
+        body: record.body,
+        born_timestamp_ms: record.born_timestamp_ms,
+        born_host,
+        delivery_timestamp_ms: record.delivery_timestamp_ms,
+        transaction_check_delay_ms,
+    }
+}
+
 /// A stable 64-bit FNV-1a hash: FIFO routing must not change between processes, which rules out
 /// the standard library's randomly seeded hasher.
 pub(super) fn fnv1a(text: &str) -> u64 {
@@ -218,6 +260,15 @@ impl Broker {
             routes.push((route, queue_id));
             records.push(record);
         }
+        // A retried send (same message id, same topic) is answered from the stored copy
+        // instead of being stored twice: producers retry after timeouts, and the SDK and the
+        // forwarding path retry in another region once a failover made it the home.
+        let stored_before = self.stored_copies(&records, &routes)?;
+        if stored_before.iter().any(Option::is_some) {
+            return self
+                .send_deduplicated(records, routes, stored_before, sync_quorum_topic)
+                .await;
+        }
         let has_timers = routes.iter().any(|(route, _)| *route == Route::Timer);
         let has_half = routes.iter().any(|(route, _)| *route == Route::Half);
         // Held across the append so that the restart checkpoints never pass a record that is
@@ -281,6 +332,103 @@ impl Broker {
             // Stored and registered here either way: a refused send still replicates, and
             // the producer's retry with the same message id is deduplicated.
             self.wait_for_quorum(&topic, last.position + 1).await?;
+        }
+        Ok(receipts)
+    }
+
+    /// For each record, the copy already stored under its message id in its topic (the
+    /// internal topic for delay and half messages; a released delay message counts too), or
+    /// the earlier record of the same batch with that id.
+    fn stored_copies(
+        &self,
+        records: &[NewRecord],
+        routes: &[(Route, u32)],
+    ) -> Result<Vec<Option<StoredCopy>>, MessagingError> {
+        let mut seen: std::collections::HashMap<(&str, &str), usize> =
+            std::collections::HashMap::new();
+        let mut copies = Vec::with_capacity(records.len());
+        for (index, (record, (route, queue_id))) in records.iter().zip(routes).enumerate() {
+            if let Some(first) = seen.get(&(record.topic.as_str(), record.message_id.as_str())) {
+                copies.push(Some(StoredCopy::InBatch(*first)));
+                continue;
+            }
+            seen.insert((record.topic.as_str(), record.message_id.as_str()), index);
+            let mut found = self.storage.read_copy(&record.topic, &record.message_id)?;
+            if found.is_none() && *route == Route::Timer {
+                let real = record.properties.get(PROP_REAL_TOPIC).map(String::as_str);
+                if let Some(real) = real {
+                    found = self.storage.read_copy(real, &record.message_id)?;
+                }
+            }
+            copies.push(found.map(|(position, stored)| {
+                StoredCopy::Stored(
+                    SendReceipt {
+                        message_id: stored.message_id,
+                        queue_id: if *route == Route::Direct {
+                            stored.queue_id
+                        } else {
+                            *queue_id
+                        },
+                        offset: stored.queue_offset,
+                        transaction_id: (*route == Route::Half).then(|| record.message_id.clone()),
+                    },
+                    position,
+                )
+            }));
+        }
+        Ok(copies)
+    }
+
+    /// The slow path of [`Self::send`] for a batch holding retried messages: stores only the
+    /// new ones (one append, through `send` itself) and answers every message in order.
+    async fn send_deduplicated(
+        &self,
+        records: Vec<NewRecord>,
+        routes: Vec<(Route, u32)>,
+        stored_before: Vec<Option<StoredCopy>>,
+        sync_quorum_topic: Option<String>,
+    ) -> Result<Vec<SendReceipt>, MessagingError> {
+        let mut fresh = Vec::new();
+        for ((record, (route, queue_id)), copy) in
+            records.into_iter().zip(routes).zip(&stored_before)
+        {
+            if copy.is_none() {
+                fresh.push(outgoing_again(record, route, queue_id));
+            }
+        }
+        let mut fresh_receipts = if fresh.is_empty() {
+            Vec::new()
+        } else {
+            Box::pin(self.send(fresh)).await?
+        }
+        .into_iter();
+        let mut receipts: Vec<SendReceipt> = Vec::with_capacity(stored_before.len());
+        let mut last_position = None;
+        for copy in stored_before {
+            let receipt = match copy {
+                None => fresh_receipts.next().ok_or(MessagingError::CorruptState {
+                    key: "send".to_string(),
+                    reason: "a fresh message has no receipt",
+                })?,
+                Some(StoredCopy::Stored(receipt, position)) => {
+                    last_position = last_position.max(Some(position));
+                    receipt
+                }
+                Some(StoredCopy::InBatch(first)) => {
+                    receipts
+                        .get(first)
+                        .cloned()
+                        .ok_or(MessagingError::CorruptState {
+                            key: "send".to_string(),
+                            reason: "a repeated message precedes its first copy",
+                        })?
+                }
+            };
+            receipts.push(receipt);
+        }
+        if let (Some(topic), Some(position)) = (sync_quorum_topic, last_position) {
+            // A retry is acknowledged under the same promise as the first attempt.
+            self.wait_for_quorum(&topic, position + 1).await?;
         }
         Ok(receipts)
     }

@@ -210,8 +210,12 @@ async fn open_transactions_of_a_failed_region_are_checked_by_the_adopter() {
         .end_transaction("t-rollback", TransactionResolution::Rollback)
         .await
         .unwrap();
-    wait_until("the commit is readable", || {
+    wait_until("the commit and the rollback are readable", || {
         us.storage().contains_copy("txn", "t-commit").unwrap()
+            && us
+                .storage()
+                .contains_copy(crate::messaging::names::TXN_OP_TOPIC, "t-rollback")
+                .unwrap()
     })
     .await;
     replicate(&us, &eu, |_| true).await;

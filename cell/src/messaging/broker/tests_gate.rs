@@ -139,3 +139,40 @@ async fn queues_only_grow_and_new_queues_take_sends() {
     assert_eq!(broker.topic("orders").unwrap().queue_count, 6);
     drop(dir);
 }
+
+#[tokio::test]
+async fn a_retried_send_is_answered_from_the_stored_copy() {
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let (_dir, broker) = setup(4, TopicMessageType::Normal, clock as Arc<dyn Clock>);
+    let first = broker.send(vec![message("orders", "m1")]).await.unwrap();
+    super::tests::wait_queue_next(&broker, "orders", first[0].queue_id, first[0].offset + 1).await;
+    // The retry (same id), alone and inside a batch with a new message and a repeat.
+    let retry = broker.send(vec![message("orders", "m1")]).await.unwrap();
+    assert_eq!(retry, first);
+    let batch = broker
+        .send(vec![
+            message("orders", "m2"),
+            message("orders", "m1"),
+            message("orders", "m2"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(batch[1], first[0]);
+    assert_eq!(
+        batch[2], batch[0],
+        "a repeat within the batch gets the first copy's receipt"
+    );
+    let got = receive_n(&broker, &request("g", "orders", 32, 1_000), 2).await;
+    let mut ids: Vec<String> = got.iter().map(|m| m.record.message_id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["m1", "m2"], "each stored once");
+    let stored: u64 = (0..4)
+        .map(|queue| {
+            broker
+                .storage()
+                .queue_range("orders", queue)
+                .map_or(0, |r| r.next)
+        })
+        .sum();
+    assert_eq!(stored, 2);
+}
