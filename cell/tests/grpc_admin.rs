@@ -46,6 +46,7 @@ fn admin_config() -> GrpcConfig {
             replication_status: Some(ReplicationStatusSource(Arc::new(|| ReplicationStatus {
                 origins: vec![("eu-west".to_string(), 42)],
                 counters: vec![("applied_records".to_string(), 7)],
+                meta_applied_revision: 12,
             }))),
         }),
         ..fast_config()
@@ -326,6 +327,7 @@ async fn admin_queries_traces_and_reports_the_region() {
     assert_eq!(status.origins.len(), 1);
     assert_eq!(status.origins[0].origin_region, "eu-west");
     assert_eq!(status.origins[0].applied_through, 42);
+    assert_eq!(status.meta_applied_revision, 12);
     assert_eq!(status.replication_counters.get("applied_records"), Some(&7));
     cell.stop().await;
 }

@@ -138,9 +138,17 @@ async fn drill_on(
     }
     eprintln!("fabric ready in {}", dir.display());
     set_up_topic(scenario, &files.endpoints_file).await?;
+    let binary = std::env::current_exe().context("locating this binary")?;
     let options = DrillOptions {
         duration_ms: args.duration_ms,
         seed: args.seed,
+        placeholders: vec![
+            ("{meridian}".to_string(), binary.display().to_string()),
+            (
+                "{endpoints}".to_string(),
+                files.endpoints_file.display().to_string(),
+            ),
+        ],
     };
     let (report, history) = drill::run(scenario, regions, options, &|line: &str| {
         eprintln!("{line}");

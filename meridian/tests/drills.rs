@@ -69,3 +69,8 @@ fn region_pause() {
 fn standby_failover() {
     drill("standby-failover");
 }
+
+#[test]
+fn switchover() {
+    drill("switchover");
+}

@@ -29,6 +29,8 @@ pub struct ReplicationStatus {
     pub origins: Vec<(String, u64)>,
     /// Link counters by name.
     pub counters: Vec<(String, u64)>,
+    /// The meta revision the region's topics and routes reflect (0: no meta).
+    pub meta_applied_revision: u64,
 }
 
 /// A callback that reports [`ReplicationStatus`] on demand (the cell does not know the
@@ -340,6 +342,7 @@ impl Admin for AdminService {
                 .appended_records
                 .load(std::sync::atomic::Ordering::Relaxed),
             topic_count: u32::try_from(topic_count).unwrap_or(u32::MAX),
+            meta_applied_revision: replication.meta_applied_revision,
             origins: replication
                 .origins
                 .into_iter()

@@ -48,12 +48,14 @@ pub struct DrillRegion {
 }
 
 /// Overrides from the command line.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct DrillOptions {
     /// Run this long instead of the scenario's `duration_ms`.
     pub duration_ms: Option<u64>,
     /// Use this seed instead of the scenario's.
     pub seed: Option<u64>,
+    /// Text replaced in `command` steps, e.g. `("{meridian}", "/path/to/meridian")`.
+    pub placeholders: Vec<(String, String)>,
 }
 
 /// One promise and how the run did against it.
@@ -178,7 +180,7 @@ pub async fn run(
         let at_ms = duration_ms * u64::from(step.at_percent) / 100;
         let wait_ms = at_ms.saturating_sub(recorder.now_ms());
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-        let (kind, target, note) = match carry_out(step, regions).await {
+        let (kind, target, note) = match carry_out(step, regions, &options.placeholders).await {
             Ok(done) => done,
             Err(error) => {
                 stop.store(true, Ordering::Relaxed);
@@ -286,9 +288,17 @@ fn workload_spec(
 async fn carry_out(
     step: &Step,
     regions: &mut [DrillRegion],
+    placeholders: &[(String, String)],
 ) -> Result<(FaultKind, String, String)> {
     if step.action == Action::Command {
-        let command = expand(&step.command, regions);
+        let command: Vec<String> = expand(&step.command, regions)
+            .into_iter()
+            .map(|part| {
+                placeholders
+                    .iter()
+                    .fold(part, |part, (from, to)| part.replace(from.as_str(), to))
+            })
+            .collect();
         let note = run_command(&command).await?;
         return Ok((FaultKind::Other, command.join(" "), note));
     }

@@ -114,7 +114,9 @@ pub struct Step {
     #[serde(default)]
     pub region: Option<String>,
     /// For `command`: the program and its arguments; `{region:NAME}` is replaced by that
-    /// region's endpoint and `{admin}` by the first live region's endpoint.
+    /// region's endpoint, `{admin}` by the first region's, and the runner's own placeholders
+    /// (`meridian drill run` gives `{meridian}`, this binary, and `{endpoints}`, the fabric's
+    /// endpoints file).
     #[serde(default)]
     pub command: Vec<String>,
 }

@@ -60,6 +60,18 @@ pub(crate) enum TopicCommand {
         #[arg(long)]
         cells: bool,
     },
+    /// Planned switchover of an active-standby topic's home (through meta): fence the old
+    /// home, wait until the new home holds everything it acknowledged, move the home.
+    Switchover {
+        /// Topic name.
+        name: String,
+        /// The new home region.
+        #[arg(long)]
+        to: String,
+        /// Abort (the old home takes writes again) if the new home has not caught up by then.
+        #[arg(long, default_value_t = meridian_router::switchover::DEFAULT_CATCH_UP_TIMEOUT_MS)]
+        timeout_ms: u64,
+    },
 }
 
 /// `meridian group ...`
@@ -277,6 +289,11 @@ pub(crate) async fn topic(command: TopicCommand, target: &Target) -> anyhow::Res
             let results = &answers.results;
             report_topics(target, results, "created").and_then(|()| answers.finish())
         }
+        TopicCommand::Switchover {
+            name,
+            to,
+            timeout_ms,
+        } => super::switchover::switchover(&name, &to, timeout_ms, target).await,
         TopicCommand::Describe { name } => {
             let answers = each(target, |mut client| {
                 let request = pb::DescribeTopicRequest { name: name.clone() };

@@ -19,6 +19,7 @@
 mod admin;
 mod messaging;
 mod meta;
+mod switchover;
 
 use std::path::PathBuf;
 use std::time::Duration;

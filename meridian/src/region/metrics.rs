@@ -74,6 +74,7 @@ impl RegionMetrics {
                 .into_iter()
                 .map(|(name, _, value)| (name.to_string(), value))
                 .collect(),
+            meta_applied_revision: self.agent.borrow().applied_revision,
         }
     }
 
