@@ -58,6 +58,8 @@ async fn producers_of_an_unreachable_region_move_on_with_the_same_ids() {
     let report = check(&history, &CheckSpec::default());
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.acked_count, 200);
+    assert!(report.receives_count >= 200, "{report:?}");
+    assert_eq!(totals.received as usize, report.receives_count);
     assert_eq!(report.lost_count, 0);
     assert_eq!(report.duplicate_count, 0);
     assert_eq!(report.fifo_violation_count, 0);

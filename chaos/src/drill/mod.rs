@@ -222,6 +222,12 @@ pub async fn run(
     };
     let history = recorder.snapshot();
     let check_spec = CheckSpec {
+        // The drill's group must receive every acknowledged message of its topic: a consumer
+        // that received nothing at all is loss, not an empty expectation.
+        expect: vec![crate::checker::Expectation {
+            consumer_group: scenario.workload.consumer_group.clone(),
+            topics: vec![scenario.topic.name.clone()],
+        }],
         invisible_duration_ms: Some(DRILL_INVISIBLE_MS),
         failover_redelivery_window_ms: Some(DRILL_INVISIBLE_MS + scenario.workload.drain_ms),
         ..CheckSpec::default()

@@ -12,6 +12,10 @@ use tonic::transport::{Channel, Endpoint};
 
 /// RocketMQ's OK.
 const CODE_OK: i32 = 20000;
+/// How long a receive may take: the cell holds a long poll for 5 to 20 s (it raises shorter
+/// requests to 5 s); a caller that gave up earlier would leave the messages the cell handed out
+/// at the end invisible for their whole invisible duration.
+pub(crate) const RECEIVE_TIMEOUT_MS: u64 = 25_000;
 
 /// One region's endpoint, connected lazily.
 #[derive(Debug, Clone)]
@@ -130,9 +134,10 @@ impl RegionClient {
             long_polling_timeout: Some(duration(long_poll_ms)),
             attempt_id: None,
         };
+        let call = self.request(request);
         let mut stream = self
             .client
-            .receive_message(self.request(request))
+            .receive_message(call)
             .await
             .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?
             .into_inner();
@@ -154,21 +159,24 @@ impl RegionClient {
         Ok(delivered)
     }
 
-    /// Acknowledges one delivery.
+    /// Acknowledges deliveries in one call; returns the ids the cell confirmed.
     pub(crate) async fn ack(
         &mut self,
         topic: &str,
         consumer_group: &str,
-        delivered: &Delivered,
-    ) -> Result<(), String> {
+        delivered: &[&Delivered],
+    ) -> Result<Vec<String>, String> {
         let request = pb::AckMessageRequest {
             group: Some(resource(consumer_group)),
             topic: Some(resource(topic)),
-            entries: vec![pb::AckMessageEntry {
-                message_id: delivered.id.clone(),
-                receipt_handle: delivered.handle.clone(),
-                lite_topic: None,
-            }],
+            entries: delivered
+                .iter()
+                .map(|delivered| pb::AckMessageEntry {
+                    message_id: delivered.id.clone(),
+                    receipt_handle: delivered.handle.clone(),
+                    lite_topic: None,
+                })
+                .collect(),
         };
         let response = self
             .client
@@ -176,11 +184,17 @@ impl RegionClient {
             .await
             .map_err(|status| format!("{:?}: {}", status.code(), status.message()))?
             .into_inner();
-        match response.status {
-            Some(status) if status.code == CODE_OK => Ok(()),
-            Some(status) => Err(format!("code {}: {}", status.code, status.message)),
-            None => Err("answer without a status".to_string()),
-        }
+        Ok(response
+            .entries
+            .into_iter()
+            .filter(|entry| {
+                entry
+                    .status
+                    .as_ref()
+                    .is_some_and(|status| status.code == CODE_OK)
+            })
+            .map(|entry| entry.message_id)
+            .collect())
     }
 }
 

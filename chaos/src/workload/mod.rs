@@ -238,11 +238,12 @@ pub async fn run(
     let mut consumers = Vec::new();
     for (index, region) in spec.consuming().into_iter().enumerate() {
         let name = format!("{run_id}-c-{}", region.name);
+        // The channel's deadline must outlast the cell's longest long poll.
         let client = RegionClient::new(
             &region.name,
             &region.endpoint,
             &name,
-            spec.request_timeout_ms,
+            client::RECEIVE_TIMEOUT_MS.max(spec.request_timeout_ms),
         )
         .map_err(|reason| ChaosError::InvalidSpec {
             field: "regions",
@@ -382,7 +383,8 @@ async fn consume(
             .await
         {
             Ok(batch) => {
-                for delivered in batch {
+                let mut to_ack = Vec::with_capacity(batch.len());
+                for delivered in &batch {
                     received += 1;
                     recorder.record(Event::Receive {
                         id: delivered.id.clone(),
@@ -392,16 +394,18 @@ async fn consume(
                         attempt: delivered.attempt,
                         at_ms: recorder.now_ms(),
                     });
-                    if rng.random_range(0..100u8) >= spec.ack_probability_percent {
-                        continue;
+                    if rng.random_range(0..100u8) < spec.ack_probability_percent {
+                        to_ack.push(delivered);
                     }
-                    if client
-                        .ack(&spec.topic, &spec.consumer_group, &delivered)
-                        .await
-                        .is_ok()
-                    {
+                }
+                if to_ack.is_empty() {
+                    continue;
+                }
+                // One call per batch: acking one by one would make the consumer the bottleneck.
+                if let Ok(acked) = client.ack(&spec.topic, &spec.consumer_group, &to_ack).await {
+                    for id in acked {
                         recorder.record(Event::Ack {
-                            id: delivered.id,
+                            id,
                             region: client.region.clone(),
                             consumer_group: spec.consumer_group.clone(),
                             at_ms: recorder.now_ms(),
