@@ -6,19 +6,18 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::broker::RunningBroker;
 use common::{Cell, init_tracing};
 use meridian_cell::Durability;
 use meridian_cell::messaging::names::CONSUMER_STATE_TOPIC;
 use meridian_cell::messaging::{
     Broker, BrokerConfig, Filter, GroupConfig, OutgoingMessage, ReceiveRequest, ReceivedMessage,
-    SystemClock, TopicMessageType,
+    TopicMessageType,
 };
 use meridian_pki::DevCa;
-use tokio::sync::watch;
 
 const QUEUES: u32 = 4;
 const MESSAGES: usize = 100;
@@ -30,19 +29,10 @@ const EU_INVISIBLE_MS: u64 = 2_000;
 /// us's consumer keeps its messages long enough that none comes back during the test.
 const US_INVISIBLE_MS: u64 = 120_000;
 
-/// A broker over a cell's storage with its background tasks running.
-struct RunningBroker {
-    broker: Arc<Broker>,
-    shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningBroker {
-    fn start(cell: &Cell) -> Self {
-        let mut config = BrokerConfig::default();
-        config.limits.min_invisible_duration_ms = 10;
-        let broker = Broker::open(Arc::clone(cell.storage()), config, Arc::new(SystemClock))
-            .expect("open the broker");
+fn start_broker(cell: &Cell) -> RunningBroker {
+    let mut config = BrokerConfig::default();
+    config.limits.min_invisible_duration_ms = 10;
+    RunningBroker::start(cell, config, |broker| {
         if broker.topic("orders").is_err() {
             broker
                 .create_topic("orders", QUEUES, TopicMessageType::Normal)
@@ -54,29 +44,15 @@ impl RunningBroker {
                 .create_group(GroupConfig::new("p", false))
                 .expect("create the pull group");
         }
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let task = tokio::spawn(Arc::clone(&broker).run(shutdown_rx));
-        RunningBroker {
-            broker,
-            shutdown,
-            task,
-        }
-    }
+    })
+}
 
-    async fn stop(self) {
-        self.shutdown.send(true).expect("signal shutdown");
-        tokio::time::timeout(WAIT_LIMIT, self.task)
-            .await
-            .expect("the broker's tasks did not stop")
-            .expect("broker task");
-    }
-
-    fn applied(&self) -> u64 {
-        self.broker
-            .consumer_state_counters()
-            .applied
-            .load(Ordering::Relaxed)
-    }
+fn applied(running: &RunningBroker) -> u64 {
+    running
+        .broker
+        .consumer_state_counters()
+        .applied
+        .load(Ordering::Relaxed)
 }
 
 fn message(id: String, queue_id: u32) -> OutgoingMessage {
@@ -159,8 +135,8 @@ async fn a_consumer_in_another_region_resumes_with_acks_and_offsets_across_a_res
     let ca = DevCa::generate("meridian test CA").expect("CA");
     let mut eu = Cell::new(&ca, "eu", "127.0.0.91", Durability::Sync);
     let mut us = Cell::new(&ca, "us", "127.0.0.92", Durability::Async);
-    let eu_broker = RunningBroker::start(&eu);
-    let mut us_broker = RunningBroker::start(&us);
+    let eu_broker = start_broker(&eu);
+    let mut us_broker = start_broker(&us);
     // us holds messages of its own first, so every replicated message has another offset there.
     // They are consumed there before eu's arrive.
     let local = send(&us_broker.broker, "us-local", 3 * QUEUES as usize).await;
@@ -227,7 +203,7 @@ async fn a_consumer_in_another_region_resumes_with_acks_and_offsets_across_a_res
     // us applies 100 deliveries, the first acks and 4 commits, then restarts in the middle.
     let first_wave = (MESSAGES + first_acks.len()) as u64 + u64::from(QUEUES);
     wait_until("us applied eu's first consumer state", || {
-        us_broker.applied() >= first_wave
+        applied(&us_broker) >= first_wave
     })
     .await;
     us_broker.stop().await;
@@ -242,7 +218,7 @@ async fn a_consumer_in_another_region_resumes_with_acks_and_offsets_across_a_res
     }
     us.open_storage();
     us.bind().await;
-    us_broker = RunningBroker::start(&us);
+    us_broker = start_broker(&us);
     let emitted = first_wave + later_acks.len() as u64;
     wait_until("every event of eu became a state record", || {
         eu_broker
@@ -260,11 +236,11 @@ async fn a_consumer_in_another_region_resumes_with_acks_and_offsets_across_a_res
     })
     .await;
     wait_until("us applied the acks made while it was down", || {
-        us_broker.applied() >= later_acks.len() as u64
+        applied(&us_broker) >= later_acks.len() as u64
     })
     .await;
     assert_eq!(
-        us_broker.applied(),
+        applied(&us_broker),
         later_acks.len() as u64,
         "after the restart only the new records are applied"
     );

@@ -474,7 +474,11 @@ fn new_records(
     for entry in entries {
         let (record, used) = decode_frame(&entry.payload)?;
         check_entry(&entry, &record, used, origin_region)?;
-        if !seen.insert(record.message_id.clone()) || storage.contains_id(&record.message_id)? {
+        // By topic and id: a parked delay message and its released copy (or a message and its
+        // dead-letter copy) share an id and are different records.
+        if !seen.insert((record.topic.clone(), record.message_id.clone()))
+            || storage.contains_copy(&record.topic, &record.message_id)?
+        {
             duplicates += 1;
             continue;
         }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod broker;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
