@@ -78,12 +78,16 @@ async fn a_send_for_another_home_is_stored_there_once() {
     assert_eq!(code(&response.status), Code::Ok as i32, "{response:?}");
     assert_eq!(response.entries.len(), 2);
     for id in ["fwd-1", "fwd-2"] {
-        let (_, stored) = eu
-            .broker
-            .storage()
-            .read_copy("orders", id)
-            .unwrap()
-            .unwrap();
+        // Acknowledged (async durability) before the indexer made it readable: wait for it.
+        let mut stored = None;
+        for _ in 0..TEST_TIMEOUT.as_millis() / 10 {
+            stored = eu.broker.storage().read_copy("orders", id).unwrap();
+            if stored.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (_, stored) = stored.unwrap_or_else(|| panic!("{id} never became readable at home"));
         assert_eq!(
             stored
                 .properties

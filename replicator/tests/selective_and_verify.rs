@@ -195,13 +195,14 @@ async fn a_record_lost_in_the_replica_is_reported_with_its_own_range() {
     let (_, first_end) = origin.storage().log_range();
     wait_until(|| link(&origin).verified_up_to == first_end).await;
 
-    // Damage: the replica already holds a record with the id of one the origin is about to
-    // send (a collision), so deduplication drops the real one: it is lost in the replica.
+    // Damage: the replica already holds a record with the topic and id of one the origin is
+    // about to send (a collision), so deduplication drops the real one: it is lost in the
+    // replica (the impostor is the replica's own, not a record from the origin).
     replica
         .storage()
         .append(vec![NewRecord {
             message_id: "eu-second-70".into(),
-            topic: "elsewhere".into(),
+            topic: "orders".into(),
             ..NewRecord::default()
         }])
         .await

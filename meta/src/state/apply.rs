@@ -340,40 +340,25 @@ impl State {
         new_home: &str,
         expected_epoch: u64,
     ) -> CommandResult {
-        let topic = self
-            .topics
-            .get(name)
-            .ok_or_else(|| MetaError::TopicNotFound {
-                topic: name.to_string(),
-            })?;
-        if !matches!(topic.spec.topology, Topology::ActiveStandby { .. }) {
-            return Err(MetaError::NoHomeToMove {
-                topic: name.to_string(),
-            });
-        }
-        check_epoch(&format!("topic `{name}`"), expected_epoch, topic.epoch)?;
-        if !topic.spec.regions.contains(new_home) {
-            return Err(MetaError::HomeNotAmongRegions {
-                topic: name.to_string(),
-                home: new_home.to_string(),
-            });
-        }
-        self.check_home_active(new_home)?;
-        let mut topic = topic.clone();
+        let mut topic = self.movable_topic(name, expected_epoch)?;
+        self.check_new_home(&topic, new_home)?;
         topic.spec.topology = Topology::ActiveStandby {
             home: new_home.to_string(),
         };
         topic.epoch += 1;
         topic.moving_to = None;
-        let epoch = topic.epoch;
-        self.topics.insert(name.to_string(), topic.clone());
-        Ok(self.commit(
-            vec![put(
-                ObjectKey::Topic(name.to_string()),
-                Object::Topic(topic),
-            )],
-            Outcome::Epoch { epoch },
-        ))
+        self.store_topic_epoch(topic)
+    }
+
+    /// A new home must be one of the topic's regions and active.
+    fn check_new_home(&self, topic: &Topic, new_home: &str) -> Result<(), MetaError> {
+        if !topic.spec.regions.contains(new_home) {
+            return Err(MetaError::HomeNotAmongRegions {
+                topic: topic.spec.name.clone(),
+                home: new_home.to_string(),
+            });
+        }
+        self.check_home_active(new_home)
     }
 
     /// The active-standby topic `name` at `expected_epoch`, for a switchover step.
@@ -410,19 +395,13 @@ impl State {
         expected_epoch: u64,
     ) -> CommandResult {
         let mut topic = self.movable_topic(name, expected_epoch)?;
-        if !topic.spec.regions.contains(new_home) {
-            return Err(MetaError::HomeNotAmongRegions {
-                topic: name.to_string(),
-                home: new_home.to_string(),
-            });
-        }
+        self.check_new_home(&topic, new_home)?;
         if matches!(&topic.spec.topology, Topology::ActiveStandby { home } if home == new_home) {
             return Err(MetaError::InvalidMove {
                 topic: name.to_string(),
                 reason: format!("`{new_home}` is already its home"),
             });
         }
-        self.check_home_active(new_home)?;
         topic.moving_to = Some(new_home.to_string());
         topic.epoch += 1;
         self.store_topic_epoch(topic)

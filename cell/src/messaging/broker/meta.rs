@@ -53,14 +53,7 @@ impl Broker {
         message_type: TopicMessageType,
     ) -> Result<TopicConfig, MessagingError> {
         names::validate_topic(name)?;
-        let max = self.config.limits.max_queues_per_topic;
-        if queue_count == 0 || queue_count > max {
-            return Err(MessagingError::InvalidRequest {
-                field: "queue count",
-                value: u64::from(queue_count),
-                max: u64::from(max),
-            });
-        }
+        self.check_queue_count(queue_count)?;
         self.create_topic_unchecked(name, queue_count, message_type, true)
     }
 
@@ -107,14 +100,7 @@ impl Broker {
         Ok(config)
     }
 
-    /// Raises a topic's queue count (a metadata change applied from meta, say). Queues only
-    /// grow: shrinking would strand the messages of the removed queues. Asking for the current
-    /// count is a no-op.
-    pub fn grow_topic_queues(
-        &self,
-        name: &str,
-        queue_count: u32,
-    ) -> Result<TopicConfig, MessagingError> {
+    fn check_queue_count(&self, queue_count: u32) -> Result<(), MessagingError> {
         let max = self.config.limits.max_queues_per_topic;
         if queue_count == 0 || queue_count > max {
             return Err(MessagingError::InvalidRequest {
@@ -123,6 +109,18 @@ impl Broker {
                 max: u64::from(max),
             });
         }
+        Ok(())
+    }
+
+    /// Raises a topic's queue count (a metadata change applied from meta, say). Queues only
+    /// grow: shrinking would strand the messages of the removed queues. Asking for the current
+    /// count is a no-op.
+    pub fn grow_topic_queues(
+        &self,
+        name: &str,
+        queue_count: u32,
+    ) -> Result<TopicConfig, MessagingError> {
+        self.check_queue_count(queue_count)?;
         let _write = self.meta_write.lock();
         let existing = self.topic(name)?;
         if queue_count == existing.queue_count {
