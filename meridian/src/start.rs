@@ -11,6 +11,7 @@
 //! is registered in meta (which needs a meta quorum); SIGTERM or Ctrl-C stops it cleanly, and
 //! a restart on the same data directory rejoins the meta group with what is on disk.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -119,6 +120,7 @@ fn options_from(fabric: &Fabric, args: &StartArgs) -> anyhow::Result<RegionOptio
         meta_expected_rtt_ms: fabric.latency().max_rtt_ms(),
         heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
         proximity: crate::region::proximity(fabric.latency()),
+        replication_via: BTreeMap::new(),
     })
 }
 

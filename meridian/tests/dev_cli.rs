@@ -425,6 +425,112 @@ fn dev_fabric_replicates_and_the_cli_drives_it() {
     ] {
         assert!(metrics.contains(series), "{series} in {metrics}");
     }
+    // The replication lag of each link, in messages and milliseconds (the series operators
+    // alert on), for eu-west's links to both peers.
+    for peer in ["us-east", "ap-south"] {
+        for unit in ["messages", "ms"] {
+            let series = format!("meridian_replication_lag_{unit}{{link=\"eu-west->{peer}\"}}");
+            assert!(metrics.contains(&series), "{series} in {metrics}");
+        }
+    }
+
+    // Planned switchover of an active-standby topic: a send in another region is forwarded to
+    // the home; after the switchover the new home takes writes and nothing sent is lost.
+    json(&cli(&[
+        "topic",
+        "create",
+        "ledger",
+        "--queues",
+        "2",
+        "--topology",
+        "active-standby",
+        "--home",
+        "us-east",
+        "--endpoints-file",
+        file,
+        "--json",
+    ]));
+    let before = json(&cli(&[
+        "send",
+        "--endpoints-file",
+        file,
+        "--region",
+        "eu-west",
+        "--topic",
+        "ledger",
+        "--body",
+        "before the move",
+        "--json",
+    ]));
+    let before_id = before["sent"][0]["message_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let moved = json(&cli(&[
+        "topic",
+        "switchover",
+        "ledger",
+        "--to",
+        "eu-west",
+        "--endpoints-file",
+        file,
+        "--json",
+    ]));
+    assert_eq!(moved["from"], "us-east", "{moved}");
+    assert_eq!(moved["to"], "eu-west", "{moved}");
+    assert!(moved["write_pause_ms"].is_u64(), "{moved}");
+    let listed = eventually(
+        &["topic", "list", "--endpoints-file", file, "--json"],
+        |listed| {
+            listed["topics"].as_array().is_some_and(|topics| {
+                topics
+                    .iter()
+                    .any(|topic| topic["name"] == "ledger" && topic["home"] == "eu-west")
+            })
+        },
+    );
+    assert!(listed["topics"].is_array());
+    let after = json(&cli(&[
+        "send",
+        "--endpoints-file",
+        file,
+        "--region",
+        "ap-south",
+        "--topic",
+        "ledger",
+        "--body",
+        "after the move",
+        "--json",
+    ]));
+    let after_id = after["sent"][0]["message_id"].as_str().unwrap().to_string();
+    // The new home holds both: the one written in us-east (replicated before the move
+    // committed) and the one written after it.
+    let ledger = json(&cli(&[
+        "receive",
+        "--endpoints-file",
+        file,
+        "--region",
+        "eu-west",
+        "--topic",
+        "ledger",
+        "--group",
+        "auditors",
+        "--count",
+        "2",
+        "--timeout-ms",
+        &timeout,
+        "--json",
+    ]));
+    let mut got: Vec<&str> = ledger["received"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|message| message["message_id"].as_str())
+        .collect();
+    got.sort_unstable();
+    let mut want = vec![before_id.as_str(), after_id.as_str()];
+    want.sort_unstable();
+    assert_eq!(got, want, "{ledger}");
 
     // Errors name the flag and the fix, and never panic.
     let (ok, _, stderr) = cli_output(&["topic", "list", "--endpoint", "127.0.0.1"]);

@@ -14,9 +14,11 @@
 //! created on first use in the cell that sees them (NORMAL, 4 queues; not recorded in meta)
 //! unless `--no-auto-create-topics` is given. `DATA_DIR/endpoints.json` lists every endpoint
 //! (with the meta endpoints); `ready` is printed once meta has a leader and every cell holds
-//! its topics. Ctrl-C or SIGTERM stops it cleanly. The inter-region links run without added
-//! latency.
+//! its topics. Ctrl-C or SIGTERM stops it cleanly. Replication between regions runs through
+//! latency proxies with the topology's one-way latencies (`links`); `--no-link-latency` dials
+//! directly.
 
+mod links;
 mod pki;
 
 use std::collections::BTreeSet;
@@ -69,6 +71,10 @@ pub(crate) struct DevArgs {
     /// on first use; create them with `meridian topic create` / `meridian group create`.
     #[arg(long)]
     no_auto_create_topics: bool,
+    /// Replicate directly over loopback instead of through the proxies that add the modelled
+    /// inter-region latency (38, 60 and 95 ms one way).
+    #[arg(long)]
+    no_link_latency: bool,
 }
 
 fn parse_topic(text: &str) -> Result<(String, TopicMessageType, u32), String> {
@@ -158,6 +164,11 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
         },
         args.data_dir.join("pki").display()
     );
+    let links = if args.no_link_latency {
+        links::LinkProxies::none()
+    } else {
+        links::LinkProxies::start(&fabric).await?
+    };
     let mut running = Vec::with_capacity(regions.len());
     let mut endpoints = serde_json::Map::new();
     for (region, identity) in regions.iter().zip(identities) {
@@ -175,11 +186,13 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
             meta_expected_rtt_ms: 0,
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
             proximity: crate::region::proximity(fabric.latency()),
+            replication_via: links.dial_map(region.name.as_str()),
         };
         let started = match RunningRegion::start(&options).await {
             Ok(started) => started,
             Err(error) => {
                 stop_all(running).await;
+                links.shutdown().await;
                 return Err(error);
             }
         };
@@ -192,6 +205,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
                 "meta": region.meta.to_string(),
                 "metrics": format!("http://{}/metrics", region.metrics),
                 "replication": region.replication.to_string(),
+                "replication_links": links.describe(region.name.as_str()),
                 "data_dir": cell_dir(&region_dir),
                 "tls_dir": identity_dir,
                 "admin_token_file": args.data_dir.join("pki").join(pki::ADMIN_TOKEN_FILE),
@@ -201,6 +215,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     }
     if let Err(error) = seed(&running, &args).await {
         stop_all(running).await;
+        links.shutdown().await;
         return Err(error);
     }
     let endpoints_path = args.data_dir.join("endpoints.json");
@@ -210,10 +225,12 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("writing {}", endpoints_path.display()))?;
     print_summary(&args, regions, &endpoints_path);
+    print_links(&links);
     println!("ready");
     let stopped = wait_for_stop().await;
     println!("stopping");
     stop_all(running).await;
+    links.shutdown().await;
     stopped
 }
 
@@ -477,6 +494,21 @@ fn print_summary(args: &DevArgs, regions: &[RegionConfig], endpoints_path: &Path
             first.grpc, second.grpc
         );
     }
+}
+
+fn print_links(links: &links::LinkProxies) {
+    if links.is_empty() {
+        println!("  replication links dial directly (--no-link-latency)");
+        return;
+    }
+    let described: Vec<String> = links
+        .iter()
+        .map(|link| format!("{} → {} {} ms", link.from, link.to, link.latency_ms))
+        .collect();
+    println!(
+        "  replication links through latency proxies (one way): {}",
+        described.join(", ")
+    );
 }
 
 fn region_dir(region: &RegionConfig, base: &Path) -> PathBuf {

@@ -10,6 +10,7 @@ use meridian_cell::grpc::ReplicationStatus;
 use meridian_cell::messaging::Broker;
 use meridian_cell::storage::Storage;
 use meridian_meta::MetaNode;
+use meridian_replicator::quic::metrics::render_prometheus;
 use meridian_replicator::quic::{LinkStats, Replicator, load_checkpoint};
 use tokio::sync::watch;
 
@@ -222,6 +223,9 @@ impl RegionMetrics {
                 "{name}{{region=\"{region}\",origin=\"{origin}\"}} {position}\n"
             ));
         }
+        // Per outbound link (`region->peer`): lag in messages, bytes and milliseconds, shipped
+        // totals, reconnects and verification.
+        out.push_str(&render_prometheus(&self.replicator.link_metrics()));
         out
     }
 }

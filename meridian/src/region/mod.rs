@@ -91,6 +91,10 @@ pub(crate) struct RegionOptions {
     /// For each region, every region nearest first (the topology's latency map): failover
     /// targets and heirs.
     pub(crate) proximity: BTreeMap<String, Vec<String>>,
+    /// Where to dial a peer's replication endpoint instead of its own address (peer region →
+    /// address), e.g. a latency proxy in front of it; the peer is still authenticated by its
+    /// certificate's region name.
+    pub(crate) replication_via: BTreeMap<String, SocketAddr>,
 }
 
 impl RegionOptions {
@@ -512,7 +516,10 @@ fn start_replicator(
     {
         config.peers.push(PeerConfig {
             region: peer.name.as_str().to_string(),
-            addr: endpoint_addr(&peer.replication, "replication", peer)?,
+            addr: match options.replication_via.get(peer.name.as_str()) {
+                Some(via) => *via,
+                None => endpoint_addr(&peer.replication, "replication", peer)?,
+            },
             server_name: peer.name.as_str().to_string(),
         });
     }

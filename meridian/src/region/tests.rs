@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,6 +92,7 @@ impl TestFabric {
                         (from.to_string(), order)
                     })
                     .collect(),
+                replication_via: BTreeMap::new(),
             };
             regions.push(RunningRegion::start(&options).await.unwrap());
         }
