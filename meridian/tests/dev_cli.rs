@@ -434,6 +434,18 @@ fn dev_fabric_replicates_and_the_cli_drives_it() {
         }
     }
 
+    // The front's request counts and latency histogram, and the router's view of every region.
+    for series in [
+        "meridian_grpc_requests_total{region=\"eu-west\",rpc=\"receive_message\"}",
+        "meridian_grpc_latency_seconds_bucket{region=\"eu-west\",rpc=\"ack_message\",le=\"+Inf\"}",
+        "meridian_acked_messages_total{region=\"eu-west\"}",
+        "meridian_region_health{region=\"eu-west\",peer=\"us-east\"} 0",
+        "meridian_write_lease_valid{region=\"eu-west\"}",
+        "meridian_failover_home_moves_total{region=\"eu-west\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
+
     // Planned switchover of an active-standby topic: a send in another region is forwarded to
     // the home; after the switchover the new home takes writes and nothing sent is lost.
     json(&cli(&[

@@ -11,6 +11,7 @@ use tracing::Instrument;
 use super::convert::{self, resource_name};
 use super::receive::{self, PollBounds};
 use super::service::{Caller, CellService, ItemStream};
+use super::stats::Rpc;
 use super::status::{self, Refusal};
 use crate::messaging::{Filter, FilterKind, ReceiveRequest};
 
@@ -88,6 +89,14 @@ impl CellService {
         }
         .await;
         let now = self.now_ms();
+        let stats = &self.inner.config.stats;
+        match &outcome {
+            Ok(messages) => {
+                stats.delivered(messages.len() as u64);
+                stats.record(Rpc::Receive, std::time::Duration::ZERO, false);
+            }
+            Err(_) => stats.record(Rpc::Receive, std::time::Duration::ZERO, true),
+        }
         match outcome {
             Ok(messages) if messages.is_empty() => receive::response_items(
                 Refusal::new(Code::MessageNotFound, "no new message").to_status(language),

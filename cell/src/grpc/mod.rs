@@ -23,6 +23,7 @@ mod forward;
 mod receive;
 mod service;
 mod session;
+pub mod stats;
 mod status;
 mod telemetry;
 
@@ -42,6 +43,7 @@ pub use auth::{AuthConfig, UserCredential};
 pub use forward::{
     FORWARDED_FROM_HEADER, ForwardFuture, GrpcForwarder, RouteAdvisor, RouteRedirect, SendForwarder,
 };
+pub use stats::{FrontStats, Rpc};
 
 /// Settings of the gRPC front.
 #[derive(Debug, Clone)]
@@ -86,6 +88,9 @@ pub struct GrpcConfig {
     /// Sends route queries to another region's cell when it says so (the router's view of
     /// which region serves a client whose own region cannot); `None` always answers this cell.
     pub route_advisor: Option<Arc<dyn RouteAdvisor>>,
+    /// Where the front counts its requests, latencies and messages (the region's `/metrics`
+    /// reads the same handle).
+    pub stats: Arc<FrontStats>,
 }
 
 impl Default for GrpcConfig {
@@ -107,6 +112,7 @@ impl Default for GrpcConfig {
             admin: None,
             forwarder: None,
             route_advisor: None,
+            stats: Arc::new(FrontStats::default()),
         }
     }
 }

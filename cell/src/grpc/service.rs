@@ -21,6 +21,7 @@ use super::auth::{Authenticator, Principal};
 use super::convert;
 use super::forward::{FORWARDED_FROM_HEADER, forwarded_metadata};
 use super::session::Sessions;
+use super::stats::Rpc;
 use super::status::{self, Refusal};
 use super::{GrpcConfig, GrpcError};
 use crate::messaging::{Broker, RefusalReason, TransactionResolution, WriteDecision, WriteRefusal};
@@ -393,6 +394,14 @@ fn answer<T>(body: T) -> Result<Response<T>, tonic::Status> {
     Ok(Response::new(body))
 }
 
+/// Whether a send's answer is OK as a whole.
+fn send_succeeded(response: &pb::SendMessageResponse) -> bool {
+    response
+        .status
+        .as_ref()
+        .is_some_and(|status| status.code == pb::Code::Ok as i32)
+}
+
 #[tonic::async_trait]
 impl MessagingService for CellService {
     async fn query_route(
@@ -451,14 +460,27 @@ impl MessagingService for CellService {
                     %topic,
                     messages = request.messages.len(),
                 );
+                let started = std::time::Instant::now();
+                let stats = &self.inner.config.stats;
                 if let Some(forwarded) = self
                     .try_forward(&metadata, &request)
                     .instrument(span.clone())
                     .await
                 {
+                    stats.forwarded();
+                    let failed = forwarded
+                        .as_ref()
+                        .map_or(true, |response| !send_succeeded(response.get_ref()));
+                    stats.record(Rpc::Send, started.elapsed(), failed);
                     return forwarded;
                 }
-                answer(self.send(&caller, request).instrument(span).await)
+                let response = self.send(&caller, request).instrument(span).await;
+                let succeeded = send_succeeded(&response);
+                if succeeded {
+                    stats.produced(response.entries.len() as u64);
+                }
+                stats.record(Rpc::Send, started.elapsed(), !succeeded);
+                answer(response)
             }
             Err((refusal, language)) => {
                 let status = refusal.to_status(language);
@@ -512,7 +534,22 @@ impl MessagingService for CellService {
             .unwrap_or_default();
         let span =
             tracing::debug_span!("ack_message", cell = %self.inner.config.broker_name, %topic);
-        answer(self.ack(request).instrument(span).await)
+        let started = std::time::Instant::now();
+        let response = self.ack(request).instrument(span).await;
+        let acked = response
+            .entries
+            .iter()
+            .filter(|entry| {
+                entry
+                    .status
+                    .as_ref()
+                    .is_some_and(|status| status.code == pb::Code::Ok as i32)
+            })
+            .count();
+        let stats = &self.inner.config.stats;
+        stats.acked(acked as u64);
+        stats.record(Rpc::Ack, started.elapsed(), acked < response.entries.len());
+        answer(response)
     }
 
     async fn forward_message_to_dead_letter_queue(
@@ -556,6 +593,7 @@ impl MessagingService for CellService {
         &self,
         request: Request<pb::EndTransactionRequest>,
     ) -> Result<Response<pb::EndTransactionResponse>, tonic::Status> {
+        let started = std::time::Instant::now();
         let status = match self.caller_of(&request) {
             Ok(caller) => {
                 let result = self.end_transaction(&caller, request.into_inner()).await;
@@ -563,6 +601,11 @@ impl MessagingService for CellService {
             }
             Err((refusal, language)) => refusal.to_status(language),
         };
+        self.inner.config.stats.record(
+            Rpc::EndTransaction,
+            started.elapsed(),
+            status.code != Code::Ok as i32,
+        );
         answer(pb::EndTransactionResponse {
             status: Some(status),
         })
@@ -598,7 +641,17 @@ impl MessagingService for CellService {
         &self,
         request: Request<pb::ChangeInvisibleDurationRequest>,
     ) -> Result<Response<pb::ChangeInvisibleDurationResponse>, tonic::Status> {
-        answer(self.change_invisible(request).await)
+        let started = std::time::Instant::now();
+        let response = self.change_invisible(request).await;
+        let failed = response
+            .status
+            .as_ref()
+            .is_none_or(|status| status.code != Code::Ok as i32);
+        self.inner
+            .config
+            .stats
+            .record(Rpc::ChangeInvisibleDuration, started.elapsed(), failed);
+        answer(response)
     }
 
     async fn recall_message(

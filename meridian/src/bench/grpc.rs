@@ -58,6 +58,9 @@ pub(crate) struct GrpcBenchArgs {
     /// Worker threads of the runtime that drives the senders.
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
+    /// Paths to measure: `in-process` (`Broker::send`) and `grpc` (SendMessage over loopback).
+    #[arg(long, value_delimiter = ',', default_value = "in-process,grpc")]
+    paths: Vec<SendPath>,
     /// Print one JSON document instead of a table.
     #[arg(long)]
     json: bool,
@@ -69,7 +72,7 @@ const MAX_SENDS_PER_CASE: u64 = 20_000_000;
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 const TOPIC: &str = "bench-grpc";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 enum SendPath {
     InProcess,
@@ -113,7 +116,7 @@ pub(crate) fn run(args: GrpcBenchArgs) -> anyhow::Result<()> {
     let mut cases = Vec::new();
     for &mode in &args.modes {
         for &senders in &args.senders {
-            for path in [SendPath::InProcess, SendPath::Grpc] {
+            for &path in &args.paths {
                 let figures = run_case(&args, mode, senders, path)?;
                 if !args.json {
                     print_case(&figures);

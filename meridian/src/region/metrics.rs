@@ -6,20 +6,26 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use meridian_cell::grpc::ReplicationStatus;
+use meridian_cell::grpc::{FrontStats, ReplicationStatus};
 use meridian_cell::messaging::Broker;
 use meridian_cell::storage::Storage;
 use meridian_meta::MetaNode;
 use meridian_replicator::quic::metrics::render_prometheus;
 use meridian_replicator::quic::{LinkStats, Replicator, load_checkpoint};
+use meridian_router::Health;
 use tokio::sync::watch;
 
 use super::AgentStatus;
+use super::routing::{RegionRouter, RouterStats};
 
 /// What one region's metrics endpoint reads.
 #[derive(Clone)]
 pub(crate) struct RegionMetrics {
     pub(crate) region: String,
+    /// The RocketMQ front's requests, latencies and messages.
+    pub(crate) front: Arc<FrontStats>,
+    /// The region's router: health of every region, lease, failover events.
+    pub(crate) router: Arc<RegionRouter>,
     pub(crate) storage: Arc<Storage>,
     pub(crate) broker: Arc<Broker>,
     pub(crate) replicator: Arc<Replicator>,
@@ -226,7 +232,64 @@ impl RegionMetrics {
         // Per outbound link (`region->peer`): lag in messages, bytes and milliseconds, shipped
         // totals, reconnects and verification.
         out.push_str(&render_prometheus(&self.replicator.link_metrics()));
+        out.push_str(&self.front.render_prometheus(region));
+        self.render_router(region, &mut out);
         out
+    }
+
+    /// Health of every region as this one sees it (0 healthy, 1 suspect, 2 failed), the write
+    /// lease, refused writes and failover events.
+    fn render_router(&self, region: &str, out: &mut String) {
+        let stats = &self.router.stats;
+        let name = "meridian_region_health";
+        out.push_str(&format!(
+            "# HELP {name} Health of each region from its heartbeats in meta, as this region sees it: 0 healthy, 1 suspect, 2 failed.\n# TYPE {name} gauge\n"
+        ));
+        for (peer, health) in stats.health.lock().iter() {
+            let value = match health {
+                Health::Healthy => 0,
+                Health::Suspect => 1,
+                Health::Failed => 2,
+            };
+            out.push_str(&format!(
+                "{name}{{region=\"{region}\",peer=\"{peer}\"}} {value}\n"
+            ));
+        }
+        let name = "meridian_write_lease_valid";
+        out.push_str(&format!(
+            "# HELP {name} 1 while this region holds a write lease confirmed by a meta quorum.\n# TYPE {name} gauge\n{name}{{region=\"{region}\"}} {}\n",
+            u8::from(self.router.holds_lease())
+        ));
+        let name = "meridian_refused_writes_total";
+        out.push_str(&format!(
+            "# HELP {name} Writes the region's gate refused, by reason.\n# TYPE {name} counter\n"
+        ));
+        for (label, counter) in RouterStats::REFUSAL_LABELS
+            .iter()
+            .zip(stats.refused_writes.iter())
+        {
+            out.push_str(&format!(
+                "{name}{{region=\"{region}\",reason=\"{label}\"}} {}\n",
+                counter.load(Ordering::Relaxed)
+            ));
+        }
+        for (name, help, counter) in [
+            (
+                "meridian_failover_home_moves_total",
+                "Topic homes this region moved away from a failed region as meta leader.",
+                &stats.home_moves_written,
+            ),
+            (
+                "meridian_failover_adoptions_total",
+                "Failed regions whose delay messages and open transactions this region adopted.",
+                &stats.adoptions,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{region=\"{region}\"}} {}\n",
+                counter.load(Ordering::Relaxed)
+            ));
+        }
     }
 }
 

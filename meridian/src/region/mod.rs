@@ -258,7 +258,7 @@ impl RunningRegion {
                 shutdown_rx.clone(),
             )),
             tokio::spawn(routing::drive_failover(
-                router,
+                Arc::clone(&router),
                 client,
                 meta.node().clone(),
                 Arc::clone(&broker),
@@ -274,8 +274,11 @@ impl RunningRegion {
             FORWARD_TIMEOUT_MS,
         )
         .context("the forwarder to other regions' cells")?;
+        let front_stats = Arc::new(meridian_cell::grpc::FrontStats::default());
         let region_metrics = metrics::RegionMetrics {
             region: name.clone(),
+            front: Arc::clone(&front_stats),
+            router,
             storage: Arc::clone(&storage),
             broker: Arc::clone(&broker),
             replicator: Arc::clone(&replicator),
@@ -294,6 +297,7 @@ impl RunningRegion {
                 }))),
             }),
             forwarder: Some(Arc::new(forwarder) as Arc<dyn SendForwarder>),
+            stats: front_stats,
             ..GrpcConfig::default()
         };
         let grpc_broker = Arc::clone(&broker);

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meridian_cell::messaging::{Broker, RefusalReason, WriteDecision, WriteGate, WriteRefusal};
@@ -21,8 +22,8 @@ use meridian_meta::client::MetaClient;
 use meridian_meta::node::MetaNode;
 use meridian_meta::state::{Command as MetaCommand, Object, ObjectKind, Topic, Topology};
 use meridian_router::{
-    Admission, FailoverInput, HealthPolicy, LeasePolicy, Refusal, RouteTable, RouteTopology,
-    TopicRoute, WriteLease, admit, heir_of, plan_home_moves,
+    Admission, FailoverInput, Health, HealthPolicy, LeasePolicy, Refusal, RouteTable,
+    RouteTopology, TopicRoute, WriteLease, admit, health_at, heir_of, plan_home_moves,
 };
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
@@ -72,6 +73,28 @@ pub(crate) struct RegionRouter {
     proximity: BTreeMap<String, Vec<String>>,
     /// Failed regions this cell has adopted since they failed (cleared when they recover).
     adopted: Mutex<BTreeSet<String>>,
+    /// What the region's router saw and did, for `/metrics`.
+    pub(crate) stats: RouterStats,
+}
+
+/// The router's figures: every region's health as this region last saw it, and the failover
+/// events it took part in.
+#[derive(Debug, Default)]
+pub(crate) struct RouterStats {
+    /// Region → health at the last failover tick that could read meta.
+    pub(crate) health: Mutex<BTreeMap<String, Health>>,
+    /// Home moves this region wrote as meta leader (failovers).
+    pub(crate) home_moves_written: AtomicU64,
+    /// Failed regions whose delay messages and transactions this region adopted.
+    pub(crate) adoptions: AtomicU64,
+    /// Writes the gate refused, by reason (not home, moving, fenced, not a replica).
+    pub(crate) refused_writes: [AtomicU64; 4],
+}
+
+impl RouterStats {
+    /// Labels of `refused_writes`, in index order.
+    pub(crate) const REFUSAL_LABELS: [&'static str; 4] =
+        ["not_home", "moving", "fenced", "not_a_replica"];
 }
 
 impl RegionRouter {
@@ -84,7 +107,13 @@ impl RegionRouter {
             health: HealthPolicy::default(),
             proximity,
             adopted: Mutex::new(BTreeSet::new()),
+            stats: RouterStats::default(),
         }
+    }
+
+    /// Whether this region holds a valid write lease now.
+    pub(crate) fn holds_lease(&self) -> bool {
+        self.lease_valid()
     }
 
     pub(crate) fn set_routes(&self, routes: RouteTable) {
@@ -105,17 +134,21 @@ impl WriteGate for RegionRouter {
                 home_region,
                 epoch,
                 reason,
-            } => WriteDecision::Refuse(WriteRefusal {
-                topic: topic.to_string(),
-                home_region,
-                epoch,
-                reason: match reason {
-                    Refusal::NotHome => RefusalReason::NotHome,
-                    Refusal::Moving => RefusalReason::Moving,
-                    Refusal::Fenced => RefusalReason::Fenced,
-                    Refusal::NotAReplica => RefusalReason::NotAReplica,
-                },
-            }),
+            } => {
+                let (index, reason) = match reason {
+                    Refusal::NotHome => (0, RefusalReason::NotHome),
+                    Refusal::Moving => (1, RefusalReason::Moving),
+                    Refusal::Fenced => (2, RefusalReason::Fenced),
+                    Refusal::NotAReplica => (3, RefusalReason::NotAReplica),
+                };
+                self.stats.refused_writes[index].fetch_add(1, Ordering::Relaxed);
+                WriteDecision::Refuse(WriteRefusal {
+                    topic: topic.to_string(),
+                    home_region,
+                    epoch,
+                    reason,
+                })
+            }
         }
     }
 }
@@ -201,6 +234,15 @@ pub(crate) async fn drive_failover(
             lease: router.lease_policy,
             now_ms: wall_ms(),
         };
+        let now_ms = input.now_ms;
+        *router.stats.health.lock() = router
+            .proximity
+            .keys()
+            .map(|region| {
+                let last = last_heartbeat_ms.get(region).copied().unwrap_or(0);
+                (region.clone(), health_at(&router.health, last, now_ms))
+            })
+            .collect();
         let leads = meta.leader().is_some_and(|(leader, _)| leader == meta.id());
         if leads {
             for home_move in plan_home_moves(&input) {
@@ -210,11 +252,17 @@ pub(crate) async fn drive_failover(
                     expected_epoch: home_move.expected_epoch,
                 };
                 match client.write(&command).await {
-                    Ok(_) => tracing::warn!(
+                    Ok(_) => {
+                        router
+                            .stats
+                            .home_moves_written
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
                         region = %router.region, topic = %home_move.topic, from = %home_move.from,
                         to = %home_move.to, epoch = home_move.expected_epoch + 1,
                         "failover: home moved"
-                    ),
+                        );
+                    }
                     Err(error) => tracing::info!(
                         topic = %home_move.topic, %error, "failover move not written (another decider may have won)"
                     ),
@@ -230,11 +278,14 @@ pub(crate) async fn drive_failover(
             if heir.as_deref() == Some(router.region.as_str()) {
                 if adopted.insert(failed.clone()) {
                     match broker.adopt_region(failed) {
-                        Ok(outcome) => tracing::warn!(
+                        Ok(outcome) => {
+                            router.stats.adoptions.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
                             region = %router.region, failed = %failed,
                             timers = outcome.timers_armed, transactions = outcome.transactions_opened,
                             "failover: adopted a failed region's delay messages and transactions"
-                        ),
+                            );
+                        }
                         Err(error) => {
                             adopted.remove(failed);
                             tracing::warn!(failed = %failed, %error, "adopting a failed region");
