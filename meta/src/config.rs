@@ -22,6 +22,7 @@
 //! Defaults: rtt = 0 (one data centre, tests): heartbeat 100, election 400..560. rtt = 100
 //! (50 ms one way): heartbeat 200, election 800..1120. rtt = 200: 400, 1600..2240.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::NodeError;
@@ -58,6 +59,11 @@ pub struct MetaConfig {
     /// ...or sooner, once this many distinct cells are pending.
     pub heartbeat_batch_cells_max: usize,
     pub limits: Limits,
+    /// Peer address → the address this node dials instead (a fault proxy in drills). The
+    /// membership keeps the peer's own address; only this node's outgoing Raft and forwarding
+    /// connections go through the replacement, which must be on the peer's host address so its
+    /// TLS name still matches.
+    pub dial_via: BTreeMap<String, String>,
 }
 
 impl MetaConfig {
@@ -83,6 +89,7 @@ impl MetaConfig {
             heartbeat_flush_interval_ms: 1_000,
             heartbeat_batch_cells_max: 1_024,
             limits: Limits::default(),
+            dial_via: BTreeMap::new(),
         }
     }
 

@@ -5,6 +5,7 @@
 // openraft's trait signatures fix the (large) error types returned here.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,9 +36,17 @@ pub struct NetworkFactory {
     faults: Arc<LinkFaults>,
     peer: PeerAuth,
     rpc_timeout: Duration,
+    /// Peer address → the address dialled instead (see `MetaConfig::dial_via`).
+    dial_via: BTreeMap<String, String>,
 }
 
 impl NetworkFactory {
+    /// Dials each peer address in `dial_via` through its replacement.
+    pub fn dialling_via(mut self, dial_via: BTreeMap<String, String>) -> Self {
+        self.dial_via = dial_via;
+        self
+    }
+
     pub fn new(
         self_id: NodeId,
         faults: Arc<LinkFaults>,
@@ -49,6 +58,7 @@ impl NetworkFactory {
             faults,
             peer,
             rpc_timeout,
+            dial_via: BTreeMap::new(),
         }
     }
 }
@@ -60,7 +70,11 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         PeerNetwork {
             self_id: self.self_id,
             target,
-            addr: node.addr.clone(),
+            addr: self
+                .dial_via
+                .get(&node.addr)
+                .cloned()
+                .unwrap_or_else(|| node.addr.clone()),
             faults: Arc::clone(&self.faults),
             peer: self.peer.clone(),
             rpc_timeout: self.rpc_timeout,

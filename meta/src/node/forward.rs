@@ -24,8 +24,14 @@ impl MetaNode {
             return Ok(client.clone());
         }
         let credentials = &self.inner.credentials;
+        let dial = self
+            .inner
+            .config
+            .dial_via
+            .get(addr)
+            .map_or(addr, String::as_str);
         let channel = auth::endpoint(
-            addr,
+            dial,
             credentials.peer.tls(),
             self.inner.config.request_timeout(),
         )

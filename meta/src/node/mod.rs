@@ -124,7 +124,8 @@ impl RunningNode {
             Arc::clone(&faults),
             credentials.peer.clone(),
             Duration::from_millis(config.raft_rpc_timeout_ms),
-        );
+        )
+        .dialling_via(config.dial_via.clone());
         let raft = Raft::new(
             config.node_id,
             Arc::new(config.raft_config()?),
