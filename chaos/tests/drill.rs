@@ -52,6 +52,18 @@ fn a_bad_scenario_names_the_field() {
             "[[steps]]\nat_percent = 10\naction = \"explode\"\nregion = \"a\"",
             "scenario",
         ),
+        (
+            "[[steps]]\nat_percent = 10\naction = \"degrade-region\"\nregion = \"a\"",
+            "steps.faults",
+        ),
+        (
+            "[[steps]]\nat_percent = 10\naction = \"degrade-region\"\nregion = \"a\"\nfaults = { loss_percent = 140.0 }",
+            "loss_percent",
+        ),
+        (
+            "[[steps]]\nat_percent = 10\naction = \"partition-region\"",
+            "steps.region",
+        ),
     ];
     for (extra, field) in cases {
         let error = Scenario::from_toml(&format!("{base}\n{extra}"))
@@ -99,11 +111,13 @@ async fn a_drill_runs_its_steps_and_judges_the_promises() {
             name: "eu-west".into(),
             endpoint: eu.addr.to_string(),
             process: None,
+            links: Vec::new(),
         },
         DrillRegion {
             name: "ap-south".into(),
             endpoint: ap.addr.to_string(),
             process: None,
+            links: Vec::new(),
         },
     ];
     let lines = std::sync::Mutex::new(Vec::new());

@@ -43,6 +43,23 @@ pub(crate) struct StartArgs {
     /// Refuse unknown topics and consumer groups instead of creating them on first use.
     #[arg(long)]
     no_auto_create_topics: bool,
+    /// Dial another region's endpoint through another address, as ENDPOINT=VIA (both
+    /// `host:port`; repeatable): how drills put fault proxies between regions. A meta or gRPC
+    /// proxy must listen on the peer's own host address, so its TLS name still matches.
+    #[arg(long = "dial-via", value_parser = parse_dial_via)]
+    dial_via: Vec<(String, String)>,
+}
+
+fn parse_dial_via(text: &str) -> Result<(String, String), String> {
+    let (endpoint, via) = text
+        .split_once('=')
+        .ok_or_else(|| format!("--dial-via {text:?}: write ENDPOINT=VIA, both host:port"))?;
+    for (what, value) in [("ENDPOINT", endpoint), ("VIA", via)] {
+        value.parse::<std::net::SocketAddr>().map_err(|error| {
+            format!("--dial-via {text:?}: {what} {value:?} is not an IP address and port ({error})")
+        })?;
+    }
+    Ok((endpoint.to_string(), via.to_string()))
 }
 
 pub(crate) fn run(args: StartArgs) -> anyhow::Result<()> {
@@ -120,7 +137,7 @@ fn options_from(fabric: &Fabric, args: &StartArgs) -> anyhow::Result<RegionOptio
         meta_expected_rtt_ms: fabric.latency().max_rtt_ms(),
         heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
         proximity: crate::region::proximity(fabric.latency()),
-        replication_via: BTreeMap::new(),
+        dial_via: args.dial_via.iter().cloned().collect::<BTreeMap<_, _>>(),
     })
 }
 
@@ -187,7 +204,26 @@ metrics = "127.0.0.1:4"
             data_dir: None,
             durability: None,
             no_auto_create_topics: false,
+            dial_via: Vec::new(),
         }
+    }
+
+    #[test]
+    fn dial_via_needs_two_socket_addresses() {
+        assert_eq!(
+            parse_dial_via("127.0.0.2:9102=127.0.0.2:40001"),
+            Ok(("127.0.0.2:9102".to_string(), "127.0.0.2:40001".to_string()))
+        );
+        assert!(
+            parse_dial_via("127.0.0.2:9102")
+                .unwrap_err()
+                .contains("ENDPOINT=VIA")
+        );
+        assert!(
+            parse_dial_via("eu-west=127.0.0.2:1")
+                .unwrap_err()
+                .contains("ENDPOINT \"eu-west\"")
+        );
     }
 
     fn error_of(text: &str, args: &StartArgs) -> String {

@@ -74,3 +74,13 @@ fn standby_failover() {
 fn switchover() {
     drill("switchover");
 }
+
+#[test]
+fn region_partition() {
+    drill("region-partition");
+}
+
+#[test]
+fn lossy_link() {
+    drill("lossy-link");
+}

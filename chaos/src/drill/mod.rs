@@ -18,8 +18,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::checker::{CheckSpec, Report, check};
 use crate::error::{ChaosError, Result};
+use crate::fault::LinkFaults;
 use crate::history::{Event, FaultKind, History, Recorder};
 use crate::process::{ManagedProcess, ProcessSpec};
+use crate::proxy::ProxyControl;
 use crate::workload::{self, RegionTarget, WorkloadSpec, WorkloadTotals};
 
 pub use scenario::{
@@ -45,6 +47,10 @@ pub struct DrillRegion {
     pub endpoint: String,
     /// Its process, when the drill may kill and restart it.
     pub process: Option<ManagedProcess>,
+    /// The proxies of every link between this region and the others (both directions, every
+    /// service), when the fabric runs its links through proxies; partition, heal and degrade
+    /// steps act on them.
+    pub links: Vec<ProxyControl>,
 }
 
 /// Overrides from the command line.
@@ -148,7 +154,26 @@ pub async fn run(
                 .iter()
                 .any(|region| region.name == name && region.process.is_some())
         });
-        if step.action != Action::Command && !owned {
+        let link_step = matches!(
+            step.action,
+            Action::PartitionRegion | Action::HealRegion | Action::DegradeRegion
+        );
+        let linked = step.region.as_deref().is_none_or(|name| {
+            regions
+                .iter()
+                .any(|region| region.name == name && !region.links.is_empty())
+        });
+        if link_step && !linked {
+            return Err(ChaosError::InvalidSpec {
+                field: "steps.action",
+                reason: format!(
+                    "{:?} needs the fabric's links to run through proxies, and {}'s do not",
+                    step.action,
+                    step.region.as_deref().unwrap_or_default()
+                ),
+            });
+        }
+        if step.action != Action::Command && !link_step && !owned {
             return Err(ChaosError::InvalidSpec {
                 field: "steps.action",
                 reason: format!(
@@ -316,6 +341,22 @@ async fn carry_out(
             field: "steps.region",
             reason: format!("{name:?} is not a region of the fabric"),
         })?;
+    let link_faults = match step.action {
+        Action::PartitionRegion => Some((LinkFaults::blackholed(), FaultKind::RegionDown)),
+        Action::HealRegion => Some((LinkFaults::clean(), FaultKind::RegionUp)),
+        Action::DegradeRegion => Some((
+            step.faults.clone().unwrap_or_default(),
+            FaultKind::LinkFault,
+        )),
+        _ => None,
+    };
+    if let Some((faults, kind)) = link_faults {
+        for link in &region.links {
+            link.set_faults(faults.clone())?;
+        }
+        let note = format!("{} links", region.links.len());
+        return Ok((kind, name, note));
+    }
     let process = region
         .process
         .as_mut()
@@ -347,7 +388,9 @@ async fn carry_out(
             process.restart(STOP_GRACE_MS).await?;
             FaultKind::RegionUp
         }
-        Action::Command => FaultKind::Other,
+        Action::Command | Action::PartitionRegion | Action::HealRegion | Action::DegradeRegion => {
+            FaultKind::Other
+        }
     };
     Ok((kind, name, String::new()))
 }
@@ -534,11 +577,13 @@ mod tests {
                 name: "a".into(),
                 endpoint: "127.0.0.1:1".into(),
                 process: None,
+                links: Vec::new(),
             },
             DrillRegion {
                 name: "b".into(),
                 endpoint: "127.0.0.2:2".into(),
                 process: None,
+                links: Vec::new(),
             },
         ];
         assert_eq!(

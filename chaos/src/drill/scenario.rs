@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ChaosError, Result};
+use crate::fault::LinkFaults;
 
 /// Most steps in one scenario.
 pub const MAX_DRILL_STEPS: usize = 64;
@@ -103,7 +104,7 @@ fn default_request_timeout_ms() -> u64 {
 }
 
 /// One fault or action on the timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     /// When, as a percentage (0-100) of the run's duration.
@@ -119,6 +120,10 @@ pub struct Step {
     /// endpoints file).
     #[serde(default)]
     pub command: Vec<String>,
+    /// For `degrade-region`: the faults put on every link between the region and the others
+    /// (latency, jitter, loss, bandwidth; see [`LinkFaults`]).
+    #[serde(default)]
+    pub faults: Option<LinkFaults>,
 }
 
 /// What a step does.
@@ -137,6 +142,13 @@ pub enum Action {
     ResumeRegion,
     /// Run an external command to its end (a switchover, a failback).
     Command,
+    /// Cut every link between the region and the others (replication, meta, forwarded sends),
+    /// both ways; its clients still reach it. Needs a fabric whose links run through proxies.
+    PartitionRegion,
+    /// Remove every fault from the region's links.
+    HealRegion,
+    /// Put `faults` on every link between the region and the others.
+    DegradeRegion,
 }
 
 /// What the fabric promises for the scenario. Unset promises are reported, not enforced.
@@ -164,6 +176,17 @@ pub struct Promises {
 }
 
 impl Scenario {
+    /// Whether a step acts on the links between regions (partition, heal, degrade), so the
+    /// fabric must run its links through proxies.
+    pub fn needs_links(&self) -> bool {
+        self.steps.iter().any(|step| {
+            matches!(
+                step.action,
+                Action::PartitionRegion | Action::HealRegion | Action::DegradeRegion
+            )
+        })
+    }
+
     /// Parses and checks a scenario file's text.
     pub fn from_toml(text: &str) -> Result<Self> {
         let scenario: Scenario = toml::from_str(text).map_err(|source| ChaosError::Toml {
@@ -210,6 +233,18 @@ impl Scenario {
                 _ if step.region.is_none() => {
                     return invalid("steps.region", format!("{:?} needs a region", step.action));
                 }
+                Action::DegradeRegion => match &step.faults {
+                    None => {
+                        return invalid(
+                            "steps.faults",
+                            "a degrade-region step needs faults".into(),
+                        );
+                    }
+                    Some(faults) => faults.validate().map_err(|error| ChaosError::InvalidSpec {
+                        field: "steps.faults",
+                        reason: error.to_string(),
+                    })?,
+                },
                 _ => {}
             }
         }

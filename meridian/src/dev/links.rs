@@ -25,6 +25,8 @@ pub(crate) struct LinkProxy {
     pub(crate) to: String,
     /// Added one-way delay.
     pub(crate) latency_ms: u64,
+    /// The peer's replication endpoint behind the proxy.
+    upstream: SocketAddr,
     handle: ProxyHandle,
 }
 
@@ -64,12 +66,12 @@ impl LinkProxies {
         }
     }
 
-    /// Where `region` dials each peer that has a proxy.
-    pub(crate) fn dial_map(&self, region: &str) -> BTreeMap<String, SocketAddr> {
+    /// Where `region` dials each peer's replication endpoint that has a proxy.
+    pub(crate) fn dial_map(&self, region: &str) -> BTreeMap<String, String> {
         self.proxies
             .iter()
             .filter(|proxy| proxy.from == region)
-            .map(|proxy| (proxy.to.clone(), proxy.addr()))
+            .map(|proxy| (proxy.upstream.to_string(), proxy.addr().to_string()))
             .collect()
     }
 
@@ -134,6 +136,7 @@ async fn start_one(
         from: from.name.as_str().to_string(),
         to: to.name.as_str().to_string(),
         latency_ms,
+        upstream,
         handle,
     })
 }

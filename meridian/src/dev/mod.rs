@@ -186,7 +186,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
             meta_expected_rtt_ms: 0,
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
             proximity: crate::region::proximity(fabric.latency()),
-            replication_via: links.dial_map(region.name.as_str()),
+            dial_via: links.dial_map(region.name.as_str()),
         };
         let started = match RunningRegion::start(&options).await {
             Ok(started) => started,

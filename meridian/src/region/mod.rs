@@ -91,10 +91,12 @@ pub(crate) struct RegionOptions {
     /// For each region, every region nearest first (the topology's latency map): failover
     /// targets and heirs.
     pub(crate) proximity: BTreeMap<String, Vec<String>>,
-    /// Where to dial a peer's replication endpoint instead of its own address (peer region →
-    /// address), e.g. a latency proxy in front of it; the peer is still authenticated by its
-    /// certificate's region name.
-    pub(crate) replication_via: BTreeMap<String, SocketAddr>,
+    /// Another region's endpoint (`host:port` of its replication, meta or gRPC endpoint) → the
+    /// address this region dials instead: a latency or fault proxy in front of it (`meridian
+    /// dev`'s latency links, drills' partitions). Peers are still authenticated as themselves:
+    /// replication checks the region name in the certificate, and a meta proxy listens on the
+    /// peer's own host address so the TLS name still matches.
+    pub(crate) dial_via: BTreeMap<String, String>,
 }
 
 impl RegionOptions {
@@ -124,12 +126,25 @@ impl RegionOptions {
             .collect()
     }
 
+    /// Where this region dials `endpoint` of another region.
+    pub(crate) fn dial(&self, endpoint: &str) -> String {
+        self.dial_via
+            .get(endpoint)
+            .cloned()
+            .unwrap_or_else(|| endpoint.to_string())
+    }
+
     /// Every region's meta endpoint, this region's first (the agent's watch starts there).
     pub(crate) fn meta_endpoints(&self) -> Vec<String> {
         let mut endpoints: Vec<(bool, String)> = self
             .regions
             .iter()
-            .map(|region| (region.name.as_str() != self.region, region.meta.to_string()))
+            .map(|region| {
+                (
+                    region.name.as_str() != self.region,
+                    self.dial(&region.meta.to_string()),
+                )
+            })
             .collect();
         endpoints.sort_by_key(|(other, _)| *other);
         endpoints
@@ -270,7 +285,12 @@ impl RunningRegion {
                 .regions
                 .iter()
                 .filter(|other| other.name.as_str() != name)
-                .map(|other| (other.name.as_str().to_string(), other.grpc.to_string())),
+                .map(|other| {
+                    (
+                        other.name.as_str().to_string(),
+                        options.dial(&other.grpc.to_string()),
+                    )
+                }),
             FORWARD_TIMEOUT_MS,
         )
         .context("the forwarder to other regions' cells")?;
@@ -396,6 +416,7 @@ async fn start_meta(options: &RegionOptions, region: &RegionConfig) -> anyhow::R
         .await
         .with_context(|| format!("binding the meta endpoint {addr} of {name}"))?;
     let mut config = meridian_meta::MetaConfig::new(node_id, options.meta_expected_rtt_ms);
+    config.dial_via = options.dial_via.clone();
     config.heartbeat_flush_interval_ms = META_HEARTBEAT_FLUSH_MS;
     let node_options = NodeOptions {
         config,
@@ -520,8 +541,13 @@ fn start_replicator(
     {
         config.peers.push(PeerConfig {
             region: peer.name.as_str().to_string(),
-            addr: match options.replication_via.get(peer.name.as_str()) {
-                Some(via) => *via,
+            addr: match options.dial_via.get(&peer.replication.to_string()) {
+                Some(via) => via.parse().with_context(|| {
+                    format!(
+                        "the address dialled for {}'s replication, {via:?}",
+                        peer.name
+                    )
+                })?,
                 None => endpoint_addr(&peer.replication, "replication", peer)?,
             },
             server_name: peer.name.as_str().to_string(),

@@ -92,7 +92,7 @@ impl TestFabric {
                         (from.to_string(), order)
                     })
                     .collect(),
-                replication_via: BTreeMap::new(),
+                dial_via: BTreeMap::new(),
             };
             regions.push(RunningRegion::start(&options).await.unwrap());
         }

@@ -5,7 +5,11 @@
 //! each to print `ready`, creates the scenario's topic through meta and its consumer group in
 //! every cell with this binary's own CLI, runs the scenario (`meridian_chaos::drill`: the
 //! workload, the steps on their timeline, the checker), prints progress and the report, stops
-//! the processes and exits non-zero when a promise of the scenario was broken.
+//! the processes and exits non-zero when a promise of the scenario was broken. A scenario that
+//! partitions or degrades a region gets a fabric whose links between regions run through fault
+//! proxies (`links`).
+
+mod links;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -88,12 +92,31 @@ async fn drive(scenario: &Scenario, args: &RunArgs, dir: &Path) -> anyhow::Resul
     let binary = std::env::current_exe().context("locating this binary")?;
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let links = if scenario.needs_links() {
+        let Some((_, first)) = files.configs.first() else {
+            bail!("the fabric has no region");
+        };
+        let text = std::fs::read_to_string(first)
+            .with_context(|| format!("reading {}", first.display()))?;
+        let fabric = meridian_topology::Fabric::from_toml_str(&text)
+            .with_context(|| format!("the fabric configuration {}", first.display()))?;
+        let links = links::DrillLinks::start(&fabric.config().regions).await?;
+        eprintln!("links between regions run through fault proxies");
+        Some(links)
+    } else {
+        None
+    };
     let mut regions = Vec::new();
     for ((name, config), (_, endpoint)) in files.configs.iter().zip(&files.grpc) {
         let log_path = logs.join(format!("{name}.log"));
+        let mut process_args: Vec<OsString> =
+            vec!["start".into(), "--config".into(), config.into()];
+        if let Some(links) = &links {
+            process_args.extend(links.dial_args(name).into_iter().map(OsString::from));
+        }
         let spec = ProcessSpec {
             program: binary.clone(),
-            args: vec!["start".into(), "--config".into(), config.into()],
+            args: process_args,
             env: vec![(
                 OsString::from("RUST_LOG"),
                 OsString::from("info,rocksdb=warn,openraft=warn"),
@@ -107,6 +130,10 @@ async fn drive(scenario: &Scenario, args: &RunArgs, dir: &Path) -> anyhow::Resul
             name: name.clone(),
             endpoint: endpoint.clone(),
             process: Some(process),
+            links: links
+                .as_ref()
+                .map(|links| links.controls_of(name))
+                .unwrap_or_default(),
         });
     }
     let outcome = drill_on(scenario, args, dir, &files, &mut regions).await;
@@ -122,6 +149,9 @@ async fn drive(scenario: &Scenario, args: &RunArgs, dir: &Path) -> anyhow::Resul
         .collect();
     for stop in stops {
         let _ = stop.await;
+    }
+    if let Some(links) = links {
+        links.shutdown().await;
     }
     outcome
 }
