@@ -34,6 +34,8 @@ pub(crate) struct FabricFiles {
     pub(crate) configs: Vec<(String, PathBuf)>,
     /// Region name and its RocketMQ endpoint.
     pub(crate) grpc: Vec<(String, String)>,
+    /// Region name and its metrics endpoint (`host:port`).
+    pub(crate) metrics: Vec<(String, String)>,
     /// The CLI's endpoints file.
     pub(crate) endpoints_file: PathBuf,
 }
@@ -82,6 +84,7 @@ pub(crate) fn init(
     let mut regions_toml = String::new();
     let mut endpoints = serde_json::Map::new();
     let mut grpc = Vec::new();
+    let mut metrics = Vec::new();
     for region in &dev.regions {
         let name = region.name.as_str();
         let ip = region.grpc.host().to_string();
@@ -123,6 +126,7 @@ pub(crate) fn init(
             }),
         );
         grpc.push((name.to_string(), format!("{ip}:{grpc_port}")));
+        metrics.push((name.to_string(), format!("{ip}:{metrics_port}")));
     }
     let mut links = String::new();
     for link in &dev.links {
@@ -166,6 +170,7 @@ pub(crate) fn init(
     Ok(FabricFiles {
         configs,
         grpc,
+        metrics,
         endpoints_file,
     })
 }

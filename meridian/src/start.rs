@@ -48,6 +48,10 @@ pub(crate) struct StartArgs {
     /// proxy must listen on the peer's own host address, so its TLS name still matches.
     #[arg(long = "dial-via", value_parser = parse_dial_via)]
     dial_via: Vec<(String, String)>,
+    /// Run the cell's clock (record stamps, timers, invisibility) this many ms ahead of the
+    /// wall clock (negative: behind); for clock-skew drills.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    clock_offset_ms: i64,
 }
 
 fn parse_dial_via(text: &str) -> Result<(String, String), String> {
@@ -138,6 +142,7 @@ fn options_from(fabric: &Fabric, args: &StartArgs) -> anyhow::Result<RegionOptio
         heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
         proximity: crate::region::proximity(fabric.latency()),
         dial_via: args.dial_via.iter().cloned().collect::<BTreeMap<_, _>>(),
+        clock_offset_ms: args.clock_offset_ms,
     })
 }
 
@@ -205,6 +210,7 @@ metrics = "127.0.0.1:4"
             durability: None,
             no_auto_create_topics: false,
             dial_via: Vec::new(),
+            clock_offset_ms: 0,
         }
     }
 

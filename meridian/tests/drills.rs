@@ -84,3 +84,18 @@ fn region_partition() {
 fn lossy_link() {
     drill("lossy-link");
 }
+
+#[test]
+fn meta_leader_kill() {
+    drill("meta-leader-kill");
+}
+
+#[test]
+fn clock_skew() {
+    drill("clock-skew");
+}
+
+#[test]
+fn failback() {
+    drill("failback");
+}

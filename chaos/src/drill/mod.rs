@@ -47,6 +47,9 @@ pub struct DrillRegion {
     pub endpoint: String,
     /// Its process, when the drill may kill and restart it.
     pub process: Option<ManagedProcess>,
+    /// Its Prometheus endpoint (`host:port`, serving `GET /metrics`), where a
+    /// `kill-meta-leader` step reads `meridian_meta_is_leader`.
+    pub metrics: Option<String>,
     /// The proxies of every link between this region and the others (both directions, every
     /// service), when the fabric runs its links through proxies; partition, heal and degrade
     /// steps act on them.
@@ -333,6 +336,23 @@ async fn carry_out(
         let note = run_command(&command).await?;
         return Ok((FaultKind::Other, command.join(" "), note));
     }
+    if step.action == Action::KillMetaLeader {
+        let index = meta_leader(regions).await?;
+        let region = &mut regions[index];
+        let process = region
+            .process
+            .as_mut()
+            .ok_or_else(|| ChaosError::InvalidSpec {
+                field: "steps.action",
+                reason: format!("the meta leader {} runs outside the drill", region.name),
+            })?;
+        process.kill9().await?;
+        return Ok((
+            FaultKind::RegionDown,
+            region.name.clone(),
+            "meta leader".to_string(),
+        ));
+    }
     let name = step.region.clone().unwrap_or_default();
     let region = regions
         .iter_mut()
@@ -388,11 +408,69 @@ async fn carry_out(
             process.restart(STOP_GRACE_MS).await?;
             FaultKind::RegionUp
         }
-        Action::Command | Action::PartitionRegion | Action::HealRegion | Action::DegradeRegion => {
-            FaultKind::Other
-        }
+        Action::Command
+        | Action::KillMetaLeader
+        | Action::PartitionRegion
+        | Action::HealRegion
+        | Action::DegradeRegion => FaultKind::Other,
     };
     Ok((kind, name, String::new()))
+}
+
+/// Attempts at finding the meta leader (an election may be under way), 200 ms apart.
+const META_LEADER_ATTEMPTS_MAX: u32 = 50;
+/// Longest one metrics scrape may take.
+const SCRAPE_TIMEOUT_MS: u64 = 2_000;
+/// Largest metrics page read.
+const SCRAPE_MAX_BYTES: u64 = 4 << 20;
+
+/// The index of the running region whose metrics say its meta node leads.
+async fn meta_leader(regions: &mut [DrillRegion]) -> Result<usize> {
+    for _ in 0..META_LEADER_ATTEMPTS_MAX {
+        for (index, region) in regions.iter_mut().enumerate() {
+            let running = region
+                .process
+                .as_mut()
+                .is_some_and(|process| process.state() == crate::process::ProcessState::Running);
+            let Some(metrics) = region.metrics.as_deref().filter(|_| running) else {
+                continue;
+            };
+            let Ok(page) = scrape(metrics).await else {
+                continue;
+            };
+            let leads = page.lines().any(|line| {
+                line.starts_with("meridian_meta_is_leader{") && line.trim_end().ends_with(" 1")
+            });
+            if leads {
+                return Ok(index);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(ChaosError::InvalidSpec {
+        field: "steps.action",
+        reason: "kill-meta-leader: no region's metrics named it the meta leader".into(),
+    })
+}
+
+/// `GET /metrics` over plain HTTP/1.0 (the body ends when the server closes).
+async fn scrape(addr: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
+        let mut body = String::new();
+        stream
+            .take(SCRAPE_MAX_BYTES)
+            .read_to_string(&mut body)
+            .await?;
+        Ok(body)
+    };
+    tokio::time::timeout(Duration::from_millis(SCRAPE_TIMEOUT_MS), fetch)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "metrics scrape"))?
 }
 
 /// Replaces `{region:NAME}` by that region's endpoint and `{admin}` by the first region's.
@@ -578,12 +656,14 @@ mod tests {
                 endpoint: "127.0.0.1:1".into(),
                 process: None,
                 links: Vec::new(),
+                metrics: None,
             },
             DrillRegion {
                 name: "b".into(),
                 endpoint: "127.0.0.2:2".into(),
                 process: None,
                 links: Vec::new(),
+                metrics: None,
             },
         ];
         assert_eq!(

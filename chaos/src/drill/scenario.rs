@@ -30,6 +30,10 @@ pub struct Scenario {
     pub topic: DrillTopic,
     /// The load.
     pub workload: DrillWorkload,
+    /// Regions whose cell clock runs skewed for the whole run: region → offset from the wall
+    /// clock in ms (negative: behind), e.g. `clock_offsets_ms = { ap-south = 2000 }`.
+    #[serde(default)]
+    pub clock_offsets_ms: std::collections::BTreeMap<String, i64>,
     /// The faults, in time order.
     #[serde(default)]
     pub steps: Vec<Step>,
@@ -149,6 +153,9 @@ pub enum Action {
     HealRegion,
     /// Put `faults` on every link between the region and the others.
     DegradeRegion,
+    /// kill -9 of the region whose meta node leads the meta group at that moment (found from
+    /// the regions' metrics); takes no `region`.
+    KillMetaLeader,
 }
 
 /// What the fabric promises for the scenario. Unset promises are reported, not enforced.
@@ -229,7 +236,7 @@ impl Scenario {
                 Action::Command if step.command.is_empty() => {
                     return invalid("steps.command", "a command step needs a program".into());
                 }
-                Action::Command => {}
+                Action::Command | Action::KillMetaLeader => {}
                 _ if step.region.is_none() => {
                     return invalid("steps.region", format!("{:?} needs a region", step.action));
                 }
@@ -281,11 +288,13 @@ impl Scenario {
 
     /// Regions the steps name (each must exist in the fabric).
     pub fn regions_named(&self) -> impl Iterator<Item = &str> {
+        let skewed = self.clock_offsets_ms.keys().map(String::as_str);
         self.steps
             .iter()
             .filter_map(|step| step.region.as_deref())
             .chain(self.topic.home.as_deref())
             .chain(self.workload.producer_regions.iter().map(String::as_str))
             .chain(self.workload.consumer_regions.iter().map(String::as_str))
+            .chain(skewed)
     }
 }

@@ -238,21 +238,34 @@ pub async fn run(
     let mut consumers = Vec::new();
     for (index, region) in spec.consuming().into_iter().enumerate() {
         let name = format!("{run_id}-c-{}", region.name);
+        // Its own region first, then the others: where it moves when its region stops
+        // answering (the group's progress is replicated).
+        let mut order: Vec<&RegionTarget> = vec![region];
+        order.extend(
+            spec.regions
+                .iter()
+                .filter(|other| other.name != region.name),
+        );
         // The channel's deadline must outlast the cell's longest long poll.
-        let client = RegionClient::new(
-            &region.name,
-            &region.endpoint,
-            &name,
-            client::RECEIVE_TIMEOUT_MS.max(spec.request_timeout_ms),
-        )
-        .map_err(|reason| ChaosError::InvalidSpec {
-            field: "regions",
-            reason,
-        })?;
+        let clients = order
+            .iter()
+            .map(|target| {
+                RegionClient::new(
+                    &target.name,
+                    &target.endpoint,
+                    &name,
+                    client::RECEIVE_TIMEOUT_MS.max(spec.request_timeout_ms),
+                )
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|reason| ChaosError::InvalidSpec {
+                field: "regions",
+                reason,
+            })?;
         consumers.push(tokio::spawn(consume(
             spec.clone(),
             name,
-            client,
+            clients,
             recorder.clone(),
             Arc::clone(&stop),
             spec.seed.wrapping_add(index as u64),
@@ -354,17 +367,24 @@ async fn produce(
     (acknowledged, failed)
 }
 
-/// One consumer: returns the deliveries received.
+/// Failed receives in a row after which a consumer moves to the next region.
+const CONSUMER_FAILOVER_AFTER_FAILURES: u32 = 3;
+
+/// One consumer: returns the deliveries received. It reads from its own region and moves to
+/// the next one after `CONSUMER_FAILOVER_AFTER_FAILURES` failed receives in a row, as a client
+/// that fails over would.
 async fn consume(
     spec: WorkloadSpec,
     name: String,
-    mut client: RegionClient,
+    mut clients: Vec<RegionClient>,
     recorder: Recorder,
     stop: Arc<AtomicBool>,
     seed: u64,
 ) -> u64 {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut received = 0;
+    let mut current = 0;
+    let mut failures_in_row = 0;
     let end_ms = spec.duration_ms + spec.drain_ms;
     // Bounded by time: every round is one long poll or one failed call.
     while !stop.load(Ordering::Relaxed) && recorder.now_ms() < end_ms {
@@ -372,6 +392,9 @@ async fn consume(
             .long_poll_ms
             .min(end_ms.saturating_sub(recorder.now_ms()))
             .max(100);
+        let Some(client) = clients.get_mut(current) else {
+            break;
+        };
         match client
             .receive(
                 &spec.topic,
@@ -383,6 +406,7 @@ async fn consume(
             .await
         {
             Ok(batch) => {
+                failures_in_row = 0;
                 let mut to_ack = Vec::with_capacity(batch.len());
                 for delivered in &batch {
                     received += 1;
@@ -414,6 +438,12 @@ async fn consume(
                 }
             }
             Err(_) => {
+                failures_in_row += 1;
+                if failures_in_row >= CONSUMER_FAILOVER_AFTER_FAILURES && clients.len() > 1 {
+                    current = (current + 1) % clients.len();
+                    failures_in_row = 0;
+                    continue;
+                }
                 // The region is down or unreachable: wait a little instead of spinning.
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }

@@ -60,15 +60,17 @@ pub(crate) enum TopicCommand {
         #[arg(long)]
         cells: bool,
     },
-    /// Planned switchover of an active-standby topic's home (through meta): fence the old
-    /// home, wait until the new home holds everything it acknowledged, move the home.
+    /// Planned switchover of an active-standby topic's home (through meta): wait until the new
+    /// home is within one poll of the old one, fence the old home, wait until the new home
+    /// holds everything it acknowledged, move the home. Also the failback after a failover.
     Switchover {
         /// Topic name.
         name: String,
         /// The new home region.
         #[arg(long)]
         to: String,
-        /// Abort (the old home takes writes again) if the new home has not caught up by then.
+        /// Give up before the fence, or abort after it (the old home takes writes again), if
+        /// the new home has not caught up by then (each phase has this long).
         #[arg(long, default_value_t = meridian_router::switchover::DEFAULT_CATCH_UP_TIMEOUT_MS)]
         timeout_ms: u64,
     },

@@ -34,6 +34,44 @@ async fn status(target: &Target, region: &str) -> anyhow::Result<pb::RegionStatu
         .into_inner())
 }
 
+/// How far behind the old home the new one may be when the fence goes up: everything the old
+/// home had one poll earlier. Waiting for this first keeps the write pause to the last poll's
+/// worth of records, even when the new home has just returned from an outage (a failback).
+async fn catch_up_before_fence(
+    name: &str,
+    from: &str,
+    to: &str,
+    timeout_ms: u64,
+    target: &Target,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut previous_end: Option<u64> = None;
+    loop {
+        if started.elapsed() > Duration::from_millis(timeout_ms) {
+            bail!(
+                "switchover of {name}: {to} did not catch up with {from} within {timeout_ms} ms; \
+                 nothing was fenced and {from} is still the home"
+            );
+        }
+        let old_end = status(target, from).await?.log_end;
+        let held = applied_from(&status(target, to).await?, from);
+        if previous_end.is_some_and(|end| held >= end) {
+            return Ok(());
+        }
+        previous_end = Some(old_end);
+        tokio::time::sleep(Duration::from_millis(POLL_INTERVAL_MS)).await;
+    }
+}
+
+/// How far into `origin`'s log a region's status says it holds.
+fn applied_from(status: &pb::RegionStatusResponse, origin: &str) -> u64 {
+    status
+        .origins
+        .iter()
+        .find(|entry| entry.origin_region == origin)
+        .map_or(0, |entry| entry.applied_through)
+}
+
 pub(super) async fn switchover(
     name: &str,
     to: &str,
@@ -55,6 +93,7 @@ pub(super) async fn switchover(
         bail!("topic {name} is active-active: it has no home to move");
     };
     let from = home.clone();
+    catch_up_before_fence(name, &from, to, timeout_ms, target).await?;
     let fence = access
         .client
         .write(&MetaCommand::BeginTopicMove {
@@ -99,12 +138,7 @@ pub(super) async fn switchover(
                 }
             }
             Phase::CatchingUp { .. } => {
-                let new = status(target, to).await?;
-                let held = new
-                    .origins
-                    .iter()
-                    .find(|origin| origin.origin_region == from)
-                    .map_or(0, |origin| origin.applied_through);
+                let held = applied_from(&status(target, to).await?, &from);
                 if let Some(Step::Commit { expected_epoch }) = machine.on_progress(held) {
                     access
                         .client

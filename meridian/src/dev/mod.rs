@@ -187,6 +187,7 @@ async fn serve(args: DevArgs) -> anyhow::Result<()> {
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS,
             proximity: crate::region::proximity(fabric.latency()),
             dial_via: links.dial_map(region.name.as_str()),
+            clock_offset_ms: 0,
         };
         let started = match RunningRegion::start(&options).await {
             Ok(started) => started,

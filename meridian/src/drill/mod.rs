@@ -107,12 +107,17 @@ async fn drive(scenario: &Scenario, args: &RunArgs, dir: &Path) -> anyhow::Resul
         None
     };
     let mut regions = Vec::new();
-    for ((name, config), (_, endpoint)) in files.configs.iter().zip(&files.grpc) {
+    for (((name, config), (_, endpoint)), (_, metrics)) in
+        files.configs.iter().zip(&files.grpc).zip(&files.metrics)
+    {
         let log_path = logs.join(format!("{name}.log"));
         let mut process_args: Vec<OsString> =
             vec!["start".into(), "--config".into(), config.into()];
         if let Some(links) = &links {
             process_args.extend(links.dial_args(name).into_iter().map(OsString::from));
+        }
+        if let Some(offset_ms) = scenario.clock_offsets_ms.get(name) {
+            process_args.push(format!("--clock-offset-ms={offset_ms}").into());
         }
         let spec = ProcessSpec {
             program: binary.clone(),
@@ -130,6 +135,7 @@ async fn drive(scenario: &Scenario, args: &RunArgs, dir: &Path) -> anyhow::Resul
             name: name.clone(),
             endpoint: endpoint.clone(),
             process: Some(process),
+            metrics: Some(metrics.clone()),
             links: links
                 .as_ref()
                 .map(|links| links.controls_of(name))

@@ -28,6 +28,7 @@ mod agent_tests;
 pub(crate) mod metrics;
 pub(crate) mod plan;
 pub(crate) mod routing;
+pub(crate) mod skew;
 #[cfg(test)]
 mod tests;
 
@@ -57,6 +58,8 @@ use tokio::task::JoinHandle;
 
 pub(crate) use agent::AgentStatus;
 
+/// Remote HLC stamps further ahead of this cell's clock are not followed (see `Hlc::observe`).
+const HLC_MAX_DELTA: Duration = Duration::from_millis(500);
 /// How long the gRPC server may take to drain on stop.
 const GRPC_STOP_TIMEOUT_MS: u64 = 5_000;
 /// Longest a send forwarded to another region's cell may take.
@@ -97,6 +100,9 @@ pub(crate) struct RegionOptions {
     /// replication checks the region name in the certificate, and a meta proxy listens on the
     /// peer's own host address so the TLS name still matches.
     pub(crate) dial_via: BTreeMap<String, String>,
+    /// Offset of this region's cell clock from the wall clock, ms (clock-skew drills; see
+    /// `skew`); 0 runs on the plain system clock.
+    pub(crate) clock_offset_ms: i64,
 }
 
 impl RegionOptions {
@@ -508,16 +514,27 @@ fn open_broker(region: &RegionConfig, options: &RegionOptions) -> anyhow::Result
     let config = storage_config(region, options)?;
     let durability = config.durability;
     let dir = config.dir.clone();
+    let (hlc, clock): (Hlc, Arc<dyn meridian_cell::messaging::Clock>) =
+        if options.clock_offset_ms == 0 {
+            (Hlc::system(HLC_MAX_DELTA), Arc::new(SystemClock))
+        } else {
+            skew::set_offset_ms(options.clock_offset_ms)?;
+            tracing::warn!(
+                region = name,
+                offset_ms = options.clock_offset_ms,
+                "the cell runs on a skewed clock"
+            );
+            (
+                Hlc::with_physical_clock(skew::skewed_ntp64, HLC_MAX_DELTA),
+                Arc::new(skew::SkewedClock),
+            )
+        };
     let storage = Arc::new(
-        Storage::open(config, Arc::new(Hlc::system(Duration::from_millis(500))))
+        Storage::open(config, Arc::new(hlc))
             .with_context(|| format!("opening the cell storage of {name} in {}", dir.display()))?,
     );
-    let broker = Broker::open(
-        Arc::clone(&storage),
-        BrokerConfig::default(),
-        Arc::new(SystemClock),
-    )
-    .with_context(|| format!("opening the broker of {name}"))?;
+    let broker = Broker::open(Arc::clone(&storage), BrokerConfig::default(), clock)
+        .with_context(|| format!("opening the broker of {name}"))?;
     Ok((storage, broker, durability, dir))
 }
 

@@ -93,6 +93,7 @@ impl TestFabric {
                     })
                     .collect(),
                 dial_via: BTreeMap::new(),
+                clock_offset_ms: 0,
             };
             regions.push(RunningRegion::start(&options).await.unwrap());
         }
