@@ -10,6 +10,7 @@
 //! proxies (`links`).
 
 mod links;
+mod repeat;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,10 @@ pub(crate) struct RunArgs {
     /// Also write the history (JSON lines) to this file.
     #[arg(long)]
     history: Option<PathBuf>,
+    /// Run the scenario this many times, each on a fresh fabric with the next seed, and print
+    /// the RTO, RPO and write-pause distribution over the runs (1..=100).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: u32,
 }
 
 pub(crate) fn run(command: DrillCommand) -> anyhow::Result<()> {
@@ -80,14 +85,29 @@ pub(crate) fn run(command: DrillCommand) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let passed = runtime.block_on(drive(&scenario, &args, &dir))?;
-    if !passed {
+    let first_seed = args.seed.unwrap_or(scenario.seed);
+    if args.repeat > 1 {
+        return runtime.block_on(repeat::run_repeated(&scenario, &args, &dir, first_seed));
+    }
+    let outcome = runtime.block_on(drive(&scenario, &args, &dir, first_seed))?;
+    if !outcome.report.passed() {
         bail!("drill {}: a promise was broken", scenario.name);
     }
     Ok(())
 }
 
-async fn drive(scenario: &Scenario, args: &RunArgs, dir: &Path) -> anyhow::Result<bool> {
+/// One run's report and the write pause a switchover step reported, if any.
+pub(crate) struct RunOutcome {
+    pub(crate) report: drill::DrillReport,
+    pub(crate) write_pause_ms: Option<u64>,
+}
+
+async fn drive(
+    scenario: &Scenario,
+    args: &RunArgs,
+    dir: &Path,
+    seed: u64,
+) -> anyhow::Result<RunOutcome> {
     let files = fabric::init(dir, false, args.durability)?;
     let binary = std::env::current_exe().context("locating this binary")?;
     let logs = dir.join("logs");
@@ -142,7 +162,7 @@ async fn drive(scenario: &Scenario, args: &RunArgs, dir: &Path) -> anyhow::Resul
                 .unwrap_or_default(),
         });
     }
-    let outcome = drill_on(scenario, args, dir, &files, &mut regions).await;
+    let outcome = drill_on(scenario, args, dir, &files, &mut regions, seed).await;
     // All at once: a region stopping alone may wait for the meta quorum the others just left.
     let stops: Vec<_> = regions
         .iter_mut()
@@ -168,7 +188,8 @@ async fn drill_on(
     dir: &Path,
     files: &fabric::FabricFiles,
     regions: &mut [DrillRegion],
-) -> anyhow::Result<bool> {
+    seed: u64,
+) -> anyhow::Result<RunOutcome> {
     for region in regions.iter() {
         wait_ready(&dir.join("logs").join(format!("{}.log", region.name))).await?;
     }
@@ -177,7 +198,7 @@ async fn drill_on(
     let binary = std::env::current_exe().context("locating this binary")?;
     let options = DrillOptions {
         duration_ms: args.duration_ms,
-        seed: args.seed,
+        seed: Some(seed),
         placeholders: vec![
             ("{meridian}".to_string(), binary.display().to_string()),
             (
@@ -200,7 +221,14 @@ async fn drill_on(
     } else {
         print!("{}", report.render());
     }
-    Ok(report.passed())
+    let write_pause_ms = history.events.iter().find_map(|event| match event {
+        meridian_chaos::Event::Fault { note, .. } => repeat::write_pause_ms(note),
+        _ => None,
+    });
+    Ok(RunOutcome {
+        report,
+        write_pause_ms,
+    })
 }
 
 /// Waits until the region's log shows `ready` (or the process's end, or the time limit).
